@@ -1,0 +1,79 @@
+"""Collective helpers: the only module that talks to torch.distributed."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns this rank's slice of the summed gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # x: (B_local, ...)
+        out, sizes = _gather_cat(x)
+        ctx.rank, ctx.sizes = rank(), sizes
+        return out  # (B_global, ...)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss depends on every rank's features
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start: start + ctx.sizes[ctx.rank]]
+
+
+def _gather_cat(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Concatenate x (B_local, ...) from all ranks; local sizes may differ. Returns (out, sizes)."""
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes_t = [torch.zeros_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes_t, size)
+    sizes = [int(s.item()) for s in sizes_t]
+    padded = x.new_zeros((max(sizes),) + tuple(x.shape[1:]))
+    padded[: x.shape[0]] = x.detach()
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]), sizes
+
+
+def gather_cat(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate x from every rank along dim 0 in rank order, without gradient (evaluation)."""
+    return x if world_size() == 1 else _gather_cat(x)[0]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate x from every rank along dim 0, in rank order, keeping the autograd graph.
+
+    Local batches may differ in size. The gradient of a loss that every rank computes identically
+    on the gathered tensor is summed across ranks, so with DDP's gradient averaging each rank ends
+    with the gradient of the global loss.
+    """
+    if world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Gather a picklable object from every rank (rank order)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def assert_same_on_all_ranks(t: torch.Tensor, name: str, atol: float = 1e-6) -> None:
+    """Raise if a tensor (e.g. the EMCL running mean) differs between ranks."""
+    if world_size() == 1:
+        return
+    ref = t.detach().clone()
+    dist.broadcast(ref, src=0)
+    if not torch.allclose(ref, t.detach(), atol=atol):
+        raise RuntimeError(f"{name} differs between ranks (rank {rank()}): distributed state went out of sync")

@@ -1,0 +1,211 @@
+"""Training and evaluation with Accelerate: plain functions, no Trainer class.
+
+``run(cfg)`` is what train.py calls. A step is one optimizer update; ``trainer.batch_size`` is the
+global batch of one forward pass, split across processes (``split_batches``), so every process
+count sees the same global batches in the same order.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from multitask import checkpoint as ckpt
+from multitask.data.registry import RetrievalData, build_retrieval_data
+from multitask.data.sampler import EpochSampler
+from multitask.metrics import format_table
+from multitask.optim import build_optimizer, build_scheduler
+from multitask.runlog import MetricsLog, setup_logging, write_json
+from tasks import build_task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Loop:
+    """Position of the training loop (what a checkpoint must restore besides accelerate state)."""
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def make_accelerator(trainer: dict) -> Accelerator:
+    """CPU when no CUDA device exists, so ``accelerate launch --multi_gpu`` gives a gloo run."""
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=trainer["mixed_precision"],
+                       gradient_accumulation_steps=trainer["grad_accum"],
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def run(cfg: DictConfig) -> dict:
+    """Entry point: resolve the config, then train (and evaluate) or evaluate a checkpoint."""
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    accelerator = make_accelerator(conf["trainer"])
+    setup_logging(accelerator.is_main_process)
+    out = Path(conf["output_dir"])
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    set_seed(conf["seed"])
+    with accelerator.main_process_first():
+        data = build_retrieval_data(conf["data"], show_progress=accelerator.is_main_process)
+    _record_skipped(data, out, accelerator)
+    task = build_task(conf)
+    if conf["eval_only"]:
+        return evaluate_checkpoint(conf, task, data, accelerator)
+    return train(conf, task, data, accelerator)
+
+
+def _record_skipped(data: RetrievalData, out: Path, accelerator: Accelerator) -> None:
+    if data.skipped and accelerator.is_main_process:
+        write_json(out / "skipped_videos.json", {"count": len(data.skipped), "videos": data.skipped})
+
+
+def train_loader(data: RetrievalData, trainer: dict, seed: int, world: int) -> DataLoader:
+    if trainer["batch_size"] % world:
+        raise ValueError(f"trainer.batch_size={trainer['batch_size']} must be divisible by the {world} processes")
+    if len(data.train) < trainer["batch_size"]:
+        raise ValueError(f"{len(data.train)} training samples, fewer than trainer.batch_size={trainer['batch_size']}")
+    return DataLoader(data.train, batch_size=trainer["batch_size"], sampler=EpochSampler(len(data.train), seed),
+                      num_workers=trainer["num_workers"], drop_last=True, persistent_workers=False)
+
+
+def total_steps(trainer: dict, batches_per_epoch: int) -> int:
+    per_epoch = batches_per_epoch // trainer["grad_accum"]
+    if trainer.get("max_steps"):
+        return int(trainer["max_steps"])
+    return per_epoch * trainer["max_epochs"]
+
+
+@dataclass
+class Run:
+    """Everything the training loop functions share."""
+    conf: dict
+    accelerator: Accelerator
+    task: torch.nn.Module
+    data: RetrievalData
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loader: DataLoader
+    log: MetricsLog
+    loop: Loop
+    steps: int
+
+
+def train(conf: dict, task: torch.nn.Module, data: RetrievalData, accelerator: Accelerator) -> dict:
+    trainer = conf["trainer"]
+    loader = train_loader(data, trainer, conf["seed"], accelerator.num_processes)
+    steps = total_steps(trainer, len(loader))
+    optimizer = build_optimizer(task, trainer["lr"], trainer["lr_backbone"], trainer["weight_decay"])
+    scheduler = build_scheduler(optimizer, steps, trainer["warmup_ratio"])
+    task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
+    log = MetricsLog(Path(conf["output_dir"]) / "metrics.jsonl", accelerator.is_main_process)
+    run = Run(conf, accelerator, task, data, optimizer, scheduler, loader, log, resume_state(conf, accelerator), steps)
+    with tqdm(total=steps, initial=run.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
+        while run.loop.step < steps:
+            train_one_epoch(run, bar)
+    save_checkpoint(conf, accelerator, run.loop)
+    return evaluate(conf, accelerator.unwrap_model(task), data, accelerator)
+
+
+def train_one_epoch(run: Run, bar: tqdm) -> None:
+    """One pass over the (remaining) batches of the current epoch; stops early at ``run.steps``."""
+    loop, accelerator, task = run.loop, run.accelerator, run.task
+    run.loader.set_epoch(loop.epoch)
+    batches = accelerator.skip_first_batches(run.loader, loop.batch_in_epoch) if loop.batch_in_epoch else run.loader
+    task.train()
+    for batch in batches:
+        with accelerator.accumulate(task):
+            terms = task(batch)
+            check_finite(terms["loss"], loop.step)
+            accelerator.backward(terms["loss"])
+            if accelerator.sync_gradients and run.conf["trainer"].get("grad_clip"):
+                accelerator.clip_grad_norm_(task.parameters(), run.conf["trainer"]["grad_clip"])
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad()
+        loop.batch_in_epoch += 1
+        run.log.add({k: float(v.detach()) for k, v in terms.items() if k == "loss" or k.endswith("_loss")})
+        if accelerator.sync_gradients:
+            loop.step += 1
+            bar.update(1)
+            after_step(run)
+            if loop.step >= run.steps:
+                return
+    loop.epoch, loop.batch_in_epoch = loop.epoch + 1, 0
+
+
+def after_step(run: Run) -> None:
+    """Logging, periodic evaluation and checkpointing after an optimizer step."""
+    trainer, loop = run.conf["trainer"], run.loop
+    if loop.step % trainer["log_every"] == 0 or loop.step == run.steps:
+        run.log.flush(loop.step, loop.epoch, run.scheduler.get_last_lr()[-1])
+    if trainer.get("eval_every") and loop.step % trainer["eval_every"] == 0 and loop.step < run.steps:
+        metrics = evaluate(run.conf, run.accelerator.unwrap_model(run.task), run.data, run.accelerator, write=False)
+        run.log.write({"step": loop.step, "epoch": loop.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
+        run.task.train()
+    if trainer.get("save_every") and loop.step % trainer["save_every"] == 0 and loop.step < run.steps:
+        save_checkpoint(run.conf, run.accelerator, loop)
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss.detach()).all():
+        raise FloatingPointError(f"non-finite loss {float(loss)} at step {step + 1}; the last good checkpoint "
+                                 "is kept (resume=auto continues from it, perhaps with a lower trainer.lr)")
+
+
+def save_checkpoint(conf: dict, accelerator: Accelerator, loop: Loop) -> None:
+    root = Path(conf["output_dir"]) / "checkpoints"
+    accelerator.save_state(str(ckpt.staging_dir(root, loop.step)))
+    if accelerator.is_main_process:
+        meta = {"task": conf["task"]["name"], "step": loop.step, "epoch": loop.epoch,
+                "batch_in_epoch": loop.batch_in_epoch}
+        ckpt.finalize(root, loop.step, meta, conf["trainer"].get("checkpoints_total_limit"))
+    accelerator.wait_for_everyone()
+
+
+def resume_state(conf: dict, accelerator: Accelerator) -> Loop:
+    """``resume``: null (fresh), ``auto`` (newest complete checkpoint of this run, if any), or a path."""
+    choice = conf.get("resume")
+    if not choice:
+        return Loop()
+    path = ckpt.latest(Path(conf["output_dir"]) / "checkpoints") if choice == "auto" else Path(choice)
+    if path is None:
+        logger.info("resume=auto: no checkpoint in %s, starting fresh", conf["output_dir"])
+        return Loop()
+    meta = ckpt.read_meta(path, conf["task"]["name"])
+    accelerator.load_state(str(path))
+    logger.info("resumed from %s at step %d", path, meta["step"])
+    return Loop(step=meta["step"], epoch=meta["epoch"], batch_in_epoch=meta["batch_in_epoch"])
+
+
+def evaluate(conf: dict, task, data: RetrievalData, accelerator: Accelerator, write: bool = True) -> dict:
+    """Run the task's evaluation; on the main process write eval.json and print the table."""
+    task.eval()
+    evaluation = conf["eval"]
+    metrics = task.evaluate(data.test, accelerator.device, evaluation["batch_size"], evaluation["block_size"],
+                            evaluation["inverted_softmax"], data.attributes, conf["trainer"]["num_workers"])
+    if write and accelerator.is_main_process:
+        payload = {"task": conf["task"]["name"], "split": "test", "num_samples": len(data.test.captions()[0]),
+                   "metrics": metrics}
+        write_json(Path(conf["output_dir"]) / "eval.json", payload)
+        print(format_table(metrics), flush=True)
+    return metrics
+
+
+def evaluate_checkpoint(conf: dict, task, data: RetrievalData, accelerator: Accelerator) -> dict:
+    """``eval_only=true checkpoint=DIR``: load the model weights (EMCL mean included) and evaluate."""
+    if not conf.get("checkpoint"):
+        raise ValueError("eval_only=true needs checkpoint=<checkpoint folder>")
+    ckpt.read_meta(conf["checkpoint"], conf["task"]["name"])
+    weights = Path(conf["checkpoint"]) / "model.safetensors"
+    task.load_state_dict(load_file(str(weights)))
+    task.to(accelerator.device)
+    return evaluate(conf, task, data, accelerator)

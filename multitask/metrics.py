@@ -1,0 +1,196 @@
+"""Retrieval and probing metrics on similarity matrices.
+
+All functions are pure. Similarity matrices may be numpy arrays or torch
+tensors (any device, dtype, with or without grad). Recall values are
+percentages on a 0-100 scale; ranks are 1-based. Ties between the true item
+and other items are broken uniformly at random, in expectation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TypeVar, Union
+
+import numpy as np
+import torch
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+T = TypeVar("T", np.ndarray, torch.Tensor)
+
+RECALL_KS: tuple[int, ...] = (1, 5, 10, 50)
+_CHUNK_ELEMENTS = 1 << 22  # rows per chunk are chosen so a chunk has ~4M entries
+
+
+def _to_numpy(x: ArrayLike) -> np.ndarray:
+    """Convert an array or tensor to a float64 numpy array on the CPU."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _as_matrix(sim: ArrayLike) -> np.ndarray:
+    """Return `sim` as a float64 2-D matrix, rejecting bad shapes and NaN."""
+    s = _to_numpy(sim)
+    if s.ndim != 2:
+        raise ValueError(f"similarity matrix must be 2-D, got shape {tuple(s.shape)}")
+    if s.shape[0] == 0 or s.shape[1] == 0:
+        raise ValueError(f"similarity matrix must be non-empty, got shape {tuple(s.shape)}")
+    if np.isnan(s).any():
+        raise ValueError("similarity matrix contains NaN")
+    return s
+
+
+def _row_chunks(num_rows: int, num_cols: int) -> Iterator[slice]:
+    """Yield row slices so each chunk holds roughly `_CHUNK_ELEMENTS` entries."""
+    step = max(1, _CHUNK_ELEMENTS // max(1, num_cols))
+    for start in range(0, num_rows, step):
+        yield slice(start, min(start + step, num_rows))
+
+
+def _ranks(sim: np.ndarray, target_cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: g = #columns scoring strictly above the target, t = #other exact ties."""
+    num_rows, num_cols = sim.shape
+    greater = np.empty(num_rows, dtype=np.int64)
+    ties = np.empty(num_rows, dtype=np.int64)
+    for rows in _row_chunks(num_rows, num_cols):
+        block = sim[rows]
+        target = block[np.arange(block.shape[0]), target_cols[rows]][:, None]
+        greater[rows] = (block > target).sum(axis=1)
+        ties[rows] = (block == target).sum(axis=1) - 1
+    return greater, ties
+
+
+def _summarise(greater: np.ndarray, ties: np.ndarray) -> dict[str, float]:
+    """Expected recall@k and median/mean rank from per-query g and t."""
+    out: dict[str, float] = {}
+    for k in RECALL_KS:
+        p_hit = np.clip(k - greater, 0, ties + 1) / (ties + 1)
+        out[f"R@{k}"] = float(100.0 * p_hit.mean())
+    expected_rank = greater + ties / 2.0 + 1.0
+    out["MdR"] = float(np.median(expected_rank))
+    out["MnR"] = float(expected_rank.mean())
+    return out
+
+
+def retrieval_metrics(sim: ArrayLike) -> dict[str, float]:
+    """R@1/5/10/50, MdR and MnR for a (Q, N) matrix whose row i matches column i."""
+    s = _as_matrix(sim)
+    num_queries, num_items = s.shape
+    if num_queries > num_items:
+        raise ValueError(
+            f"need num_queries <= num_items (row i matches column i), got shape {s.shape}"
+        )
+    return _summarise(*_ranks(s, np.arange(num_queries)))
+
+
+def inverted_softmax(sim: T, temperature: float = 0.01) -> T:
+    """Dual-softmax re-weighting: S * softmax(S / temperature, dim=0) * S.shape[0]."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if isinstance(sim, torch.Tensor):
+        work = sim if sim.dtype in (torch.float32, torch.float64) else sim.float()
+        out = work * torch.softmax(work / temperature, dim=0) * work.shape[0]
+        return out.to(sim.dtype) if sim.is_floating_point() else out
+    s = np.asarray(sim, dtype=np.float64)
+    logits = s / temperature
+    weights = np.exp(logits - logits.max(axis=0, keepdims=True))
+    weights /= weights.sum(axis=0, keepdims=True)
+    return s * weights * s.shape[0]
+
+
+def _check_groups(counts: Sequence[int], num_captions: int, num_videos: int) -> np.ndarray:
+    """Validate captions-per-video against the matrix shape."""
+    c = np.asarray(counts, dtype=np.int64).reshape(-1)
+    if len(c) != num_videos:
+        raise ValueError(
+            f"len(captions_per_video)={len(c)} does not match num_videos={num_videos}"
+        )
+    if int(c.sum()) != num_captions:
+        raise ValueError(
+            f"sum(captions_per_video)={int(c.sum())} does not match num_captions={num_captions}"
+        )
+    if (c < 1).any():
+        raise ValueError("every video needs at least one caption in captions_per_video")
+    return c
+
+
+def multi_caption_metrics(
+    sim: ArrayLike, captions_per_video: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Text-to-video and video-to-text metrics for a (num_captions, num_videos) matrix.
+
+    Captions are grouped by video in order. For v2t, video v is scored against
+    caption group w by the group's best caption.
+    """
+    s = _as_matrix(sim)
+    num_captions, num_videos = s.shape
+    counts = _check_groups(captions_per_video, num_captions, num_videos)
+    true_video = np.repeat(np.arange(num_videos), counts)
+    t2v = _summarise(*_ranks(s, true_video))
+    group_starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    best_per_group = np.maximum.reduceat(s, group_starts, axis=0)  # [w, v]
+    v2t = retrieval_metrics(best_per_group.T)  # M[v, w]
+    return {"t2v": t2v, "v2t": v2t}
+
+
+def _attribute_codes(
+    attributes: Sequence[Mapping[str, object]], names: Sequence[str]
+) -> np.ndarray:
+    """Integer-code each named attribute: (num_videos, len(names)); equal values share a code."""
+    codes = np.empty((len(attributes), len(names)), dtype=np.int64)
+    for k, name in enumerate(names):
+        seen: list[object] = []
+        for j, attrs in enumerate(attributes):
+            if name not in attrs:
+                raise ValueError(f"video {j} has no attribute {name!r}")
+            value = attrs[name]
+            if value not in seen:
+                seen.append(value)
+            codes[j, k] = seen.index(value)
+    return codes
+
+
+def attribute_probes(
+    sim: ArrayLike,
+    attributes: Sequence[Mapping[str, object]],
+    names: Sequence[str] = ("colour", "shape", "direction"),
+) -> dict[str, float]:
+    """Per attribute, % of single-attribute distractors scored below the true video.
+
+    A distractor for query i and attribute a is a video j that differs from
+    video i in a only (among `names`). Ties count one half. Pairs are pooled
+    over queries; NaN if an attribute has no distractor pairs.
+    """
+    s = _as_matrix(sim)
+    num_queries, num_videos = s.shape
+    if num_queries > num_videos:
+        raise ValueError(f"need num_queries <= num_videos, got shape {s.shape}")
+    if len(attributes) != num_videos:
+        raise ValueError(
+            f"len(attributes)={len(attributes)} does not match num_videos={num_videos}"
+        )
+    codes = _attribute_codes(attributes, names)
+    below = np.zeros(len(names))
+    total = np.zeros(len(names))
+    for rows in _row_chunks(num_queries, num_videos * max(1, len(names))):
+        idx = np.arange(rows.start, rows.stop)
+        differs = codes[idx, None, :] != codes[None, :, :]  # (rows, N, K)
+        single = differs & (differs.sum(axis=2, keepdims=True) == 1)
+        true_score = s[idx, idx][:, None]
+        credit = (s[rows] < true_score) + 0.5 * (s[rows] == true_score)
+        below += np.einsum("rn,rnk->k", credit, single)
+        total += single.sum(axis=(0, 1))
+    scores = np.divide(100.0 * below, total, out=np.full(len(names), np.nan), where=total > 0)
+    return {f"probe/{name}": float(v) for name, v in zip(names, scores)}
+
+
+def format_table(metrics: Mapping[str, float]) -> str:
+    """Aligned two-column plain-text table of metric names and values (2 decimals)."""
+    if not metrics:
+        return ""
+    values = {name: f"{float(v):.2f}" for name, v in metrics.items()}
+    name_width = max(len(str(name)) for name in values)
+    value_width = max(len(v) for v in values.values())
+    return "\n".join(
+        f"{str(name):<{name_width}}  {v:>{value_width}}" for name, v in values.items()
+    )

@@ -1,0 +1,51 @@
+"""Run-directory outputs: logging setup, metrics.jsonl, eval.json (rank 0 only)."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def setup_logging(is_main: bool) -> None:
+    """INFO to stderr on the main process, warnings only elsewhere."""
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+class MetricsLog:
+    """Averages loss terms over each logging window and appends one JSON line per log step."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+
+    def add(self, terms: dict[str, float]) -> None:
+        for k, v in terms.items():
+            self.sums[k] += v
+        self.count += 1
+
+    def flush(self, step: int, epoch: int, lr: float, extra: dict | None = None) -> dict:
+        record = {"step": step, "epoch": epoch, "lr": lr}
+        record.update({k: v / max(self.count, 1) for k, v in self.sums.items()})
+        record.update(extra or {})
+        self.sums.clear()
+        self.count = 0
+        self.write(record)
+        return record
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically; NaN becomes null so the file stays valid JSON."""
+    clean = json.loads(json.dumps(payload), parse_constant=lambda _: None)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(clean, indent=2))
+    tmp.replace(path)
+

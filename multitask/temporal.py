@@ -1,0 +1,116 @@
+"""Temporal modules: turn per-frame CLIP features into per-frame video features (B, T, D).
+
+Registry ``TEMPORAL``:
+- ``mean``: identity (pooling then averages the frames: the paper's meanP);
+- ``transformer``: the reference's seqTransf, a transformer over the frame embeddings with frame
+  position embeddings and a residual, initialised from the first CLIP text blocks;
+- ``spacetime``: attention over every frame's final patch tokens across time, projected and added
+  to each frame embedding. Its output layer starts at zero, so it begins as plain mean pooling
+  (compatible with pretrained CLIP) and learns motion, which per-frame CLS features cannot see.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from open_clip.transformer import Transformer
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+class MeanTemporal(nn.Module):
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        return frames  # (B, T, D)
+
+
+def padding_attn_mask(mask: torch.Tensor, heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """mask: (B, T) with 1 for real frames -> additive attention mask (B*heads, T, T)."""
+    blocked = (mask == 0).unsqueeze(1).expand(-1, mask.shape[1], -1)  # (B, T, T): key is padding
+    additive = torch.zeros(blocked.shape, dtype=dtype, device=mask.device).masked_fill(blocked, -1e4)
+    return additive.repeat_interleave(heads, dim=0)
+
+
+class TransformerTemporal(nn.Module):
+    """Frame transformer of the reference network (seqTransf)."""
+
+    def __init__(self, width: int, layers: int, heads: int, max_frames: int = 128) -> None:
+        super().__init__()
+        self.heads = heads
+        self.frame_position = nn.Embedding(max_frames, width)
+        self.transformer = Transformer(width=width, layers=layers, heads=heads)
+
+    def init_from_clip_text(self, clip: nn.Module) -> None:
+        """Copy the first text blocks and text position embeddings, as the reference does."""
+        text = getattr(clip, "transformer", None)
+        if text is None or text.width != self.transformer.width or len(text.resblocks) < len(self.transformer.resblocks):
+            logger.info("temporal transformer: no matching CLIP text blocks, random initialisation")
+            return
+        for ours, theirs in zip(self.transformer.resblocks, text.resblocks):
+            ours.load_state_dict(theirs.state_dict())
+        rows = min(self.frame_position.num_embeddings, clip.positional_embedding.shape[0])
+        with torch.no_grad():
+            self.frame_position.weight[:rows] = clip.positional_embedding[:rows]
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        positions = torch.arange(frames.shape[1], device=frames.device)
+        x = frames + self.frame_position(positions).unsqueeze(0)  # (B, T, D)
+        x = self.transformer(x, attn_mask=padding_attn_mask(mask, self.heads, x.dtype))
+        return x + frames  # (B, T, D)
+
+
+class SpaceTimeTemporal(nn.Module):
+    """Joint attention over (frame, patch) tokens; the pooled result is added to every frame."""
+
+    def __init__(self, token_width: int, embed_dim: int, width: int, layers: int, heads: int,
+                 num_patches: int, max_frames: int = 128) -> None:
+        super().__init__()
+        self.heads = heads
+        self.proj_in = nn.Linear(token_width, width)
+        self.time = nn.Parameter(torch.zeros(max_frames, 1, width))
+        self.space = nn.Parameter(torch.randn(1, num_patches, width) * 0.02)
+        self.transformer = Transformer(width=width, layers=layers, heads=heads)
+        self.norm = nn.LayerNorm(width)
+        self.proj_out = nn.Linear(width, embed_dim)
+        nn.init.normal_(self.time, std=0.02)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        if tokens is None:
+            raise ValueError("spacetime temporal module needs the patch tokens of every frame")
+        b, t, p, _ = tokens.shape
+        x = self.proj_in(tokens) + self.time[:t] + self.space[:, :p]  # (B, T, P, W)
+        token_mask = mask.unsqueeze(-1).expand(-1, -1, p).reshape(b, t * p)  # (B, T*P)
+        x = self.transformer(x.reshape(b, t * p, -1), attn_mask=padding_attn_mask(token_mask, self.heads, x.dtype))
+        weights = token_mask.to(x.dtype).unsqueeze(-1)  # (B, T*P, 1)
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, W)
+        return frames + self.proj_out(self.norm(pooled)).unsqueeze(1)  # (B, T, D)
+
+
+def _mean(clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+    return MeanTemporal()
+
+
+def _transformer(clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+    dim = clip.text_projection.shape[1]
+    module = TransformerTemporal(width=dim, layers=layers, heads=max(1, dim // 64), max_frames=max(128, num_frames))
+    module.init_from_clip_text(clip)
+    return module
+
+
+def _spacetime(clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+    visual = clip.visual
+    grid = visual.grid_size
+    return SpaceTimeTemporal(token_width=visual.transformer.width, embed_dim=clip.text_projection.shape[1],
+                             width=width, layers=layers, heads=max(1, width // 32),
+                             num_patches=grid[0] * grid[1], max_frames=max(128, num_frames))
+
+
+TEMPORAL = {"mean": _mean, "transformer": _transformer, "spacetime": _spacetime}
+
+
+def build_temporal(name: str, clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+    if name not in TEMPORAL:
+        raise ValueError(f"unknown model.temporal {name!r}; known: {', '.join(TEMPORAL)}")
+    return TEMPORAL[name](clip, layers, width, num_frames)

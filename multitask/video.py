@@ -1,0 +1,123 @@
+"""Video decoding with decord: probing, uniform frame sampling, resizing, CLIP normalisation."""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    height: int
+    width: int
+
+
+def _decord():
+    import decord  # imported lazily: decord prints to stderr on import in some builds
+
+    decord.bridge.set_bridge("native")
+    return decord
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo | str:
+    """Open a video and decode its first and last frame. Returns its info or the reason it is bad."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        reader = _decord().VideoReader(str(path), num_threads=1)
+        n = len(reader)
+        if n == 0:
+            return "no frames"
+        frames = reader.get_batch([0, n - 1]).asnumpy()  # (2, H, W, 3)
+    except Exception as err:  # decord raises its own DECORDError and RuntimeError variants
+        return f"undecodable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    return VideoInfo(num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]))
+
+
+def probe_videos(paths: list[str], num_threads: int = 4, show_progress: bool = True) -> dict[str, VideoInfo | str]:
+    """probe_video over many files in a thread pool, with a progress bar."""
+    with ThreadPoolExecutor(max_workers=num_threads) as pool:
+        results = list(tqdm(pool.map(probe_video, paths), total=len(paths), desc="checking videos",
+                            disable=not show_progress, leave=False))
+    return dict(zip(paths, results))
+
+
+def sample_indices(num_total: int, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Uniform sampling: one frame per equal segment; segment centre, or random in it when rng is given.
+
+    A clip shorter than num_frames returns all its frames (the caller pads and masks).
+    """
+    if num_total <= num_frames:
+        return np.arange(num_total)
+    edges = np.linspace(0, num_total, num_frames + 1)
+    starts, ends = np.floor(edges[:-1]).astype(int), np.maximum(np.floor(edges[1:]).astype(int), 1)
+    if rng is None:
+        return ((starts + ends - 1) // 2).astype(int)
+    return rng.integers(starts, np.maximum(ends, starts + 1))
+
+
+def reduced_size(info: VideoInfo, short_side: int) -> tuple[int, int]:
+    """(height, width) with the short side scaled to ``short_side``, never upsampling the decoder."""
+    scale = short_side / min(info.height, info.width)
+    return max(short_side, round(info.height * scale)), max(short_side, round(info.width * scale))
+
+
+def crop_box(height: int, width: int, size: int, rng: np.random.Generator | None) -> tuple[int, int]:
+    """Top-left corner of a size x size crop: centred, or random when rng is given."""
+    if rng is None:
+        return (height - size) // 2, (width - size) // 2
+    return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+
+
+def load_clip(path: str, info: VideoInfo, num_frames: int, image_size: int,
+              rng: np.random.Generator | None = None, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode ``num_frames`` uniformly sampled frames at reduced size.
+
+    Returns frames (num_frames, 3, image_size, image_size), CLIP-normalised and zero-padded, and a
+    mask (num_frames,) with 1 for real frames. ``rng`` randomises the frame offsets within their
+    segments (training); ``augment`` additionally takes a random crop of a slightly larger resize.
+    """
+    short = round(image_size * 1.15) if augment else image_size
+    height, width = reduced_size(info, short)
+    reader = _decord().VideoReader(path, width=width, height=height, num_threads=1)
+    idx = sample_indices(min(len(reader), info.num_frames), num_frames, rng)
+    raw = torch.from_numpy(reader.get_batch(idx.tolist()).asnumpy())  # (t, h, w, 3) uint8
+    clip = raw.permute(0, 3, 1, 2).float().div_(255.0)  # (t, 3, h, w)
+    if clip.shape[-2:] != (height, width):  # decoders may ignore the requested size
+        clip = F.interpolate(clip, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    top, left = crop_box(height, width, image_size, rng if augment else None)
+    clip = normalize(clip[:, :, top: top + image_size, left: left + image_size])
+    return pad_frames(clip, num_frames)
+
+
+def normalize(clip: torch.Tensor) -> torch.Tensor:
+    """CLIP mean/std normalisation of (t, 3, H, W) frames in [0, 1]."""
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (clip - mean) / std
+
+
+def pad_frames(clip: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad (t, 3, H, W) to (num_frames, 3, H, W); mask marks the real frames."""
+    t = clip.shape[0]
+    mask = torch.zeros(num_frames, dtype=torch.long)
+    mask[:t] = 1
+    if t < num_frames:
+        clip = torch.cat([clip, clip.new_zeros((num_frames - t,) + tuple(clip.shape[1:]))])
+    return clip, mask

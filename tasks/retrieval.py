@@ -1,0 +1,109 @@
+"""Text-video retrieval: symmetric InfoNCE on EMCL-reconstructed features (paper Eq. 10)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multitask.backbone import VideoTextBackbone, masked_mean, text_conditioned_pool
+from multitask.data.video_text import VideoTextDataset
+from multitask.dist import all_gather_with_grad, gather_cat
+from multitask.emcl import EMCL
+from multitask.evaluation import encode_texts, encode_videos
+from multitask.metrics import attribute_probes, inverted_softmax, multi_caption_metrics, retrieval_metrics
+
+
+def info_nce(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy of a (B, B) logit matrix whose diagonal holds the pairs."""
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+class RetrievalHead(nn.Module):
+    """Scores texts against videos through the EMCL bridge: the similarity both training and
+    evaluation use. ``pooling='mean'`` runs EMCL on [videos; texts]; ``'text_conditioned'``
+    (the reference network) on the A*B text-conditioned video rows plus the A text rows."""
+
+    def __init__(self, emcl: EMCL | None, pooling: str = "mean", pool_temperature: float = 3.0) -> None:
+        super().__init__()
+        self.emcl, self.pooling, self.pool_temperature = emcl, pooling, pool_temperature
+
+    def _bridge(self, video: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """video: (V, D), text: (A, D) -> both reconstructed and L2-normalised."""
+        if self.emcl is not None:
+            out = self.emcl(torch.cat([video, text]))  # (V + A, D)
+            video, text = out[: video.shape[0]], out[video.shape[0]:]
+        return F.normalize(video, dim=-1), F.normalize(text, dim=-1)
+
+    def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """text: (A, D), frames: (B, T, D), mask: (B, T) -> cosine similarity (A, B)."""
+        if self.pooling == "mean":
+            video, text = self._bridge(masked_mean(frames, mask), text)
+            return text @ video.t()
+        a, b = text.shape[0], frames.shape[0]
+        pooled = text_conditioned_pool(text, frames, mask, self.pool_temperature)  # (A, B, D)
+        video, text = self._bridge(pooled.reshape(a * b, -1), text)
+        return torch.einsum("ad,abd->ab", text, video.view(a, b, -1))
+
+
+class RetrievalTask(nn.Module):
+    """Contrastive retrieval on the shared backbone; features are gathered across processes
+    with gradient before EMCL and the loss, so the loss is a function of the global batch."""
+
+    name = "retrieval"
+
+    def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = RetrievalHead(emcl, pooling=backbone.pooling)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        device = batch["video"].device
+        text = self.backbone.encode_text(self.backbone.tokenize(batch["text"]).to(device))  # (b, D)
+        frames = self.backbone.encode_frames(batch["video"], batch["video_mask"])  # (b, T, D)
+        text, frames = all_gather_with_grad(text.float()), all_gather_with_grad(frames.float())
+        mask = gather_cat(batch["video_mask"])  # (B, T)
+        sim = self.head(text, frames, mask)  # (B, B)
+        contrastive = info_nce(self.backbone.logit_scale() * sim)
+        return {"loss": contrastive, "contrastive_loss": contrastive}
+
+    @torch.no_grad()
+    def evaluate(self, dataset: VideoTextDataset, device: torch.device, batch_size: int, block_size: int = 64,
+                 inverted_softmax: bool = False, attributes: list[dict] | None = None,
+                 num_workers: int = 0) -> dict[str, float]:
+        """Encode every video and caption once, score them blockwise through the bridge, rank."""
+        frames, mask = encode_videos(self.backbone, dataset, device, batch_size, num_workers)  # (V, T, D), (V, T)
+        texts, counts = dataset.captions()
+        text = encode_texts(self.backbone, texts, device, batch_size)  # (Q, D)
+        sim = blockwise_similarity(self.head, text, frames, mask, block_size).cpu()  # (Q, V)
+        return retrieval_report(sim, counts, inverted_softmax, attributes)
+
+
+def blockwise_similarity(head: RetrievalHead, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
+                         block_size: int) -> torch.Tensor:
+    """(Q, V) similarity with EMCL run on each (text block, video block), as during training."""
+    rows = []
+    for i in range(0, text.shape[0], block_size):
+        rows.append(torch.cat([head(text[i: i + block_size], frames[j: j + block_size], mask[j: j + block_size])
+                               for j in range(0, frames.shape[0], block_size)], dim=1))
+    return torch.cat(rows)
+
+
+def _directions(sim: torch.Tensor, counts: list[int]) -> dict[str, dict[str, float]]:
+    if all(c == 1 for c in counts):
+        return {"t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(sim.t())}
+    return multi_caption_metrics(sim, counts)
+
+
+def retrieval_report(sim: torch.Tensor, counts: list[int], use_inverted_softmax: bool = False,
+                     attributes: list[dict] | None = None) -> dict[str, float]:
+    """Flat metric dict: t2v/..., v2t/..., optionally t2v_is/..., v2t_is/... and probe/...."""
+    out = {f"{d}/{k}": v for d, m in _directions(sim, counts).items() for k, v in m.items()}
+    if use_inverted_softmax:
+        t2v = _directions(inverted_softmax(sim), counts)["t2v"]
+        v2t = _directions(inverted_softmax(sim.t()).t(), counts)["v2t"]
+        out.update({f"t2v_is/{k}": v for k, v in t2v.items()})
+        out.update({f"v2t_is/{k}": v for k, v in v2t.items()})
+    if attributes is not None and all(c == 1 for c in counts):
+        out.update(attribute_probes(sim, attributes))
+    return out
