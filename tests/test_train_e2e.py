@@ -1,0 +1,64 @@
+"""The user's commands end to end, as subprocesses: train, then evaluate the checkpoint."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GEN = ("+data.generator={num_train:40,num_val:4,num_test:24,num_retrieval_test:16,min_frames:6,max_frames:12}")
+
+
+def run_train(*overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "train.py"), *overrides]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    out = base / "run"
+    result = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={out}",
+                       "trainer.save_every=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base, out, result
+
+
+def test_run_directory_contract(trained):
+    _, out, result = trained
+    assert (out / "config.yaml").is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    assert {"step", "epoch", "lr", "loss", "contrastive_loss"} <= set(records[0])
+    report = json.loads((out / "eval.json").read_text())
+    assert report["task"] == "retrieval" and report["split"] == "test" and report["num_samples"] == 16
+    for key in ("t2v/R@1", "v2t/MnR", "t2v_is/R@10", "v2t_is/MdR", "probe/colour", "probe/direction"):
+        assert key in report["metrics"]
+    assert 0 <= report["metrics"]["t2v/R@1"] <= 100 and 1 <= report["metrics"]["t2v/MnR"] <= 16
+    last = out / "checkpoints" / "last"
+    assert last.is_symlink() and last.resolve().name == "step_4"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last", "step_2", "step_4"]
+    assert "t2v/R@1" in result.stdout  # the metrics table is printed
+
+
+def test_eval_only_reproduces_final_metrics(trained):
+    base, out, _ = trained
+    again = base / "eval"
+    result = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={again}",
+                       "eval_only=true", f"checkpoint={out / 'checkpoints' / 'last'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = json.loads((out / "eval.json").read_text())["metrics"]
+    second = json.loads((again / "eval.json").read_text())["metrics"]
+    assert first.keys() == second.keys()
+    for key in first:
+        assert first[key] == pytest.approx(second[key], abs=1e-9, nan_ok=True), key
+
+
+def test_bad_checkpoint_and_unknown_group_fail_clearly(trained):
+    base, out, _ = trained
+    missing = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN,
+                        f"output_dir={base / 'x'}", "eval_only=true", f"checkpoint={base / 'nope'}")
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    unknown = run_train("task=segmentation")
+    assert unknown.returncode != 0 and "retrieval" in unknown.stderr
