@@ -35,52 +35,48 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock
+    fcntl = None
+
 FORMAT_VERSION = 1
 MARKER = ".synthetic_complete.json"
 
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (230, 30, 30), "green": (30, 200, 50), "blue": (30, 70, 240),
-    "yellow": (240, 220, 20), "purple": (150, 40, 210), "orange": (250, 130, 10),
-}
+COLOURS: dict[str, tuple[int, int, int]] = {"red": (230, 30, 30), "green": (30, 200, 50), "blue": (30, 70, 240),
+                                             "yellow": (240, 220, 20), "purple": (150, 40, 210),
+                                             "orange": (250, 130, 10)}
 COLOUR_WORDS: dict[str, list[str]] = {
-    "red": ["red", "crimson", "scarlet"], "green": ["green", "emerald", "lime"],
-    "blue": ["blue", "azure", "cobalt"], "yellow": ["yellow", "golden", "lemon"],
-    "purple": ["purple", "violet", "amethyst"], "orange": ["orange", "amber", "tangerine"],
-}
+    "red": ["red", "crimson", "scarlet"], "green": ["green", "emerald", "lime"], "blue": ["blue", "azure", "cobalt"],
+    "yellow": ["yellow", "golden", "lemon"], "purple": ["purple", "violet", "amethyst"],
+    "orange": ["orange", "amber", "tangerine"]}
 SHAPE_WORDS: dict[str, list[str]] = {
     "circle": ["circle", "disc", "ball", "round shape", "dot"],
     "square": ["square", "box", "block", "square shape"],
     "triangle": ["triangle", "wedge", "three-sided shape", "triangular shape"],
-    "star": ["star", "star shape", "five-pointed star", "starlike shape"],
-}
+    "star": ["star", "star shape", "five-pointed star", "starlike shape"]}
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 # (third person, gerund) verbs and the path phrases that can follow them, per direction.
 _HORIZONTAL = [("moves", "moving"), ("slides", "sliding"), ("travels", "traveling"),
                ("drifts", "drifting"), ("glides", "gliding")]
-MOTION_VERBS: dict[str, list[tuple[str, str]]] = {
-    "left": _HORIZONTAL, "right": _HORIZONTAL,
-    "up": [("moves", "moving"), ("rises", "rising"), ("travels", "traveling"), ("floats", "floating"),
-           ("climbs", "climbing")],
+MOTION_VERBS: dict[str, list[tuple[str, str]]] = {"left": _HORIZONTAL, "right": _HORIZONTAL, "up": [
+    ("moves", "moving"), ("rises", "rising"), ("travels", "traveling"), ("floats", "floating"), ("climbs", "climbing")],
     "down": [("moves", "moving"), ("falls", "falling"), ("sinks", "sinking"), ("drops", "dropping"),
-             ("travels", "traveling")],
-}
+             ("travels", "traveling")]}
 MOTION_PATHS: dict[str, list[str]] = {
     "left": ["to the left", "left", "leftward", "towards the left side", "from right to left"],
     "right": ["to the right", "right", "rightward", "towards the right side", "from left to right"],
     "up": ["up", "upward", "upwards", "towards the top", "from bottom to top"],
-    "down": ["down", "downward", "downwards", "towards the bottom", "from top to bottom"],
-}
+    "down": ["down", "downward", "downwards", "towards the bottom", "from top to bottom"]}
 BACKGROUND_WORDS: dict[str, list[str]] = {
     "noise": ["a mottled grey background", "a noisy background"],
     "stripes": ["a striped background", "grey stripes"],
     "checker": ["a checkered background", "a grey checkerboard"],
-    "gradient": ["a gradient background", "a shaded grey background"],
-}
-CAPTION_TEMPLATES = [
+    "gradient": ["a gradient background", "a shaded grey background"]}
+CAPTION_TEMPLATES = [  # a: article, c: colour, s: shape, v/g: verb/gerund, p: path, adj: direction
     "{a} {c} {s} {v} {p}", "the {c} {s} {v} {p}", "{adj} motion of {a} {c} {s}",
     "there is {a} {c} {s} that {v} {p}", "{a} {c} {s} is {g} {p}", "we see {a} {c} {s} {g} {p}",
-    "{a} {s} in {c} {v} {p}", "{c} {s} {g} {p}", "{a} {c} {s} keeps {g} {p}",
-]
+    "{a} {c} {s} can be seen {g} {p}", "{c} {s} {g} {p}", "{a} {c} {s} keeps {g} {p}"]
 _ADJ = {"left": "leftward", "right": "rightward", "up": "upward", "down": "downward"}
 # Question phrasings per asked attribute; categories: 0 what, 2 how (as in MSRVTT-QA).
 QUESTION_TEMPLATES: dict[str, list[str]] = {
@@ -90,9 +86,7 @@ QUESTION_TEMPLATES: dict[str, list[str]] = {
               "what kind of shape moves {d}?", "what is the {c} thing?"],
     "direction": ["which way does the {c} {s} move?", "how does the shape move?",
                   "in which direction does the {s} travel?", "how does the {c} object move?"],
-    "count": ["how many shapes are there?", "how many objects are in the video?",
-              "how many shapes can be seen?"],
-}
+    "count": ["how many shapes are there?", "how many objects are in the video?", "how many shapes can be seen?"]}
 _QA_CATEGORY = {"colour": 0, "shape": 0, "direction": 2, "count": 2}
 _QA_SPLIT_FILE = {"train": "train_qa.json", "validate": "val_qa.json", "test": "test_qa.json"}
 _SUPERSAMPLE = 4
@@ -102,34 +96,44 @@ def generate_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, nu
                        num_test: int = 300, num_retrieval_test: int = 200, size: int = 64,
                        min_frames: int = 12, max_frames: int = 20, fps: int = 8, show_progress: bool = True,
                        distractor_prob: float = 0.25) -> Path:
-    """Write (or reuse, if cached with identical parameters) the synthetic dataset; return ``root``."""
+    """Write the synthetic dataset under ``root`` (or reuse it if cached with identical parameters)."""
     root = Path(root)
-    params = {"format_version": FORMAT_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val,
-              "num_test": num_test, "num_retrieval_test": num_retrieval_test, "size": size,
-              "min_frames": min_frames, "max_frames": max_frames, "fps": fps,
-              "distractor_prob": distractor_prob}
+    counts = dict(seed=seed, num_train=num_train, num_val=num_val, num_test=num_test, size=size, fps=fps,
+                  num_retrieval_test=num_retrieval_test, min_frames=min_frames, max_frames=max_frames)
+    params = {"format_version": FORMAT_VERSION, **{k: int(v) for k, v in counts.items()},
+              "distractor_prob": float(distractor_prob)}
     _check_params(params)
-    marker = root / MARKER
-    if marker.is_file() and _read_json_or_none(marker) == params:
+    if _read_json_or_none(root / MARKER) == params:
         return root
-    marker.unlink(missing_ok=True)  # an interrupted regeneration must not look complete
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".synthetic.lock", "w") as lock:
+        if fcntl is not None:  # concurrent callers (e.g. every rank) wait here for the first one
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if _read_json_or_none(root / MARKER) != params:
+            _generate(root, params, show_progress)
+    return root
+
+
+def _generate(root: Path, p: dict[str, Any], show_progress: bool) -> None:
+    """Write every clip, then the annotations, then the marker (so an interrupted run is redone)."""
+    (root / MARKER).unlink(missing_ok=True)
     video_dir = root / "videos" / "all"
     video_dir.mkdir(parents=True, exist_ok=True)
-    splits = ["train"] * num_train + ["validate"] * num_val + ["test"] * num_test
-    combos = _balanced_combos([num_train, num_val, num_test], np.random.default_rng([seed, 0]))
+    sizes = [p["num_train"], p["num_val"], p["num_test"]]
+    splits = [split for split, n in zip(("train", "validate", "test"), sizes) for _ in range(n)]
+    combos = _balanced_combos(sizes, np.random.default_rng([p["seed"], 0]))
     clips: list[dict[str, Any]] = []
     for i in tqdm(range(len(splits)), desc="synthetic clips", disable=not show_progress):
-        rng = np.random.default_rng([seed, 1, i])
-        attrs = _sample_attributes(combos[i], splits[i], params, rng)
-        frames = _render_clip(attrs, size, rng)  # (T, H, W, 3) uint8
-        _encode_mp4(frames, video_dir / f"video{i}.mp4", fps)
+        rng = np.random.default_rng([p["seed"], 1, i])  # one stream per clip
+        attrs = _sample_attributes(combos[i], splits[i], p, rng)
+        frames = _render_clip(attrs, p["size"], rng)  # (T, H, W, 3) uint8
+        _encode_mp4(frames, video_dir / f"video{i}.mp4", p["fps"])
         attrs["captions"] = _captions(attrs, rng)
-        attrs["questions"] = _questions(attrs, distractor_prob > 0, rng)
+        attrs["questions"] = _questions(attrs, p["distractor_prob"] > 0, rng)
         clips.append(attrs)
     _remove_stale_videos(video_dir, len(splits))
-    _write_annotations(root, clips, num_retrieval_test, fps)
-    _write_text(marker, json.dumps(params, indent=1))
-    return root
+    _write_annotations(root, clips, p["num_retrieval_test"], p["fps"])
+    _write_text(root / MARKER, json.dumps(p, indent=1))
 
 
 def _check_params(p: dict[str, Any]) -> None:
@@ -137,7 +141,7 @@ def _check_params(p: dict[str, Any]) -> None:
         raise ValueError(f"size must be even and >= 16 (yuv420p), got {p['size']}")
     if not 2 <= p["min_frames"] <= p["max_frames"]:
         raise ValueError(f"need 2 <= min_frames <= max_frames, got {p['min_frames']}, {p['max_frames']}")
-    if min(p["num_train"], p["num_val"], p["num_test"]) < 0 or p["num_train"] + p["num_test"] == 0:
+    if min(p["num_train"], p["num_val"], p["num_test"]) < 0 or p["num_train"] + p["num_val"] + p["num_test"] == 0:
         raise ValueError("num_train/num_val/num_test must be >= 0 and not all empty")
     if not 0 <= p["num_retrieval_test"] <= p["num_test"]:
         raise ValueError(f"num_retrieval_test ({p['num_retrieval_test']}) must be in [0, num_test]")
@@ -168,8 +172,9 @@ def _sample_attributes(combo: tuple[str, str, str], split: str, p: dict[str, Any
     start_along = float(rng.uniform(lo, hi - travel))
     across = float(rng.uniform(radius, 1.0 - radius))
     dx, dy = DIRECTIONS[direction]
-    along_sign = dx + dy
-    a0, a1 = (start_along, start_along + travel) if along_sign > 0 else (1 - start_along, 1 - start_along - travel)
+    a0, a1 = start_along, start_along + travel
+    if dx + dy < 0:  # left / up: mirror the path
+        a0, a1 = 1.0 - a0, 1.0 - a1
     start, end = ((a0, across), (a1, across)) if dx else ((across, a0), (across, a1))
     rgb = np.clip(np.array(COLOURS[colour]) + rng.integers(-12, 13, 3), 0, 255)
     attrs: dict[str, Any] = {
@@ -177,8 +182,7 @@ def _sample_attributes(combo: tuple[str, str, str], split: str, p: dict[str, Any
         "background": str(rng.choice(list(BACKGROUND_WORDS))), "num_frames": num_frames,
         "radius": radius, "start": [start[0], start[1]], "end": [end[0], end[1]], "rgb": rgb.tolist(),
         "speed": travel / (num_frames - 1), "num_objects": 1, "distractor": None,
-        "category": int(rng.integers(0, 20)),
-    }
+        "category": int(rng.integers(0, 20))}
     if rng.random() < p["distractor_prob"]:
         attrs["distractor"] = _sample_distractor(attrs, rng)
         attrs["num_objects"] = 2
@@ -195,8 +199,7 @@ def _sample_distractor(attrs: dict[str, Any], rng: np.random.Generator) -> dict[
     far = radius + 0.02 if across > 0.5 else 1.0 - radius - 0.02
     along = float(rng.uniform(radius + 0.05, 0.95 - radius))
     centre = [along, far] if horizontal else [far, along]
-    return {"colour": colour, "shape": shape, "radius": radius, "centre": centre,
-            "rgb": list(COLOURS[colour])}
+    return {"colour": colour, "shape": shape, "radius": radius, "centre": centre, "rgb": list(COLOURS[colour])}
 
 
 def _render_background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -215,7 +218,7 @@ def _render_background(kind: str, size: int, rng: np.random.Generator) -> np.nda
         t = sum(np.sin(2 * np.pi * (rng.uniform(-3, 3) * x + rng.uniform(-3, 3) * y) + rng.uniform(0, 6.3))
                 for _ in range(3))
         t = t + rng.normal(0.0, 0.3, (size, size))
-        t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+        t = (t - t.min()) / (t.max() - t.min())
     low, high = sorted(rng.uniform(60, 190, 2))
     high = max(high, low + 35.0)
     tint = rng.uniform(-10, 10, 3)  # keeps saturation low: never confusable with the object colours
@@ -232,15 +235,18 @@ def shape_coverage(shape: str, centres: np.ndarray, radius: float, size: int) ->
     ss, box = _SUPERSAMPLE, int(np.ceil(2 * radius * size)) + 2  # sprite box, pixels
     offs = (np.arange(box * ss) + 0.5) / (size * ss) - box / (2 * size)  # sub-pixel offsets from the centre
     sprite = _inside(shape, offs[None, :], offs[:, None], radius)  # (box*ss, box*ss) bool; y points down
-    patches: dict[tuple[int, int], np.ndarray] = {}
+    # Pixel (k) of a sprite shifted by f sub-pixels covers sub-pixels [k*ss - f, (k+1)*ss - f): box sums
+    # from cumulative sums, for every shift f in 0..ss-1 along each axis.
+    edges = np.clip(np.arange(box + 2)[None, :] * ss - np.arange(ss)[:, None], 0, box * ss)  # (ss, box+2)
+    rows = np.pad(sprite.cumsum(0, dtype=np.float32), ((1, 0), (0, 0)))  # (box*ss+1, box*ss)
+    by_row = np.diff(rows[edges], axis=1)  # (ss, box+1, box*ss): shift fy, pixel row, sub-pixel column
+    cols = np.pad(by_row.cumsum(2), ((0, 0), (0, 0), (1, 0)))  # (ss, box+1, box*ss+1)
+    patches = np.diff(cols[:, :, edges], axis=3) / ss**2  # (fy, box+1, fx, box+1)
     out = np.zeros((len(centres), size, size), np.float32)
     for t, (cx, cy) in enumerate(np.asarray(centres, np.float64)):
         px, fx = divmod(int(round((cx * size - box / 2) * ss)), ss)  # whole pixels, sub-pixel remainder
         py, fy = divmod(int(round((cy * size - box / 2) * ss)), ss)
-        if (fx, fy) not in patches:
-            shifted = np.pad(sprite, ((fy, ss - fy), (fx, ss - fx)))  # ((box+1)*ss, (box+1)*ss)
-            patches[fx, fy] = shifted.reshape(box + 1, ss, box + 1, ss).mean(axis=(1, 3))
-        patch = patches[fx, fy]  # (box+1, box+1)
+        patch = patches[fy, :, fx]  # (box+1, box+1)
         y0, x0, y1, x1 = max(py, 0), max(px, 0), min(py + box + 1, size), min(px + box + 1, size)
         if y1 > y0 and x1 > x0:
             out[t, y0:y1, x0:x1] = patch[y0 - py:y1 - py, x0 - px:x1 - px]
@@ -279,11 +285,13 @@ def _render_clip(attrs: dict[str, Any], size: int, rng: np.random.Generator) -> 
         bg = bg * (1 - cov) + np.asarray(dis["rgb"], np.float32) * cov
     start, end = np.asarray(attrs["start"]), np.asarray(attrs["end"])
     centres = start + (end - start) * np.linspace(0.0, 1.0, num_frames)[:, None]  # (T, 2)
-    cov = shape_coverage(attrs["shape"], centres, attrs["radius"], size)[..., None]  # (T, H, W, 1)
-    rgb = np.asarray(attrs["rgb"], np.float32)
-    frames = bg[None] + flicker[:, None, None, None]  # (T, H, W, 3)
-    frames += (rgb - frames) * cov + 0.5  # blend, then round by truncation
-    return np.clip(frames, 0, 255, out=frames).astype(np.uint8)
+    cov = shape_coverage(attrs["shape"], centres, attrs["radius"], size)  # (T, H, W)
+    frames = np.empty((num_frames, size, size, 3), np.uint8)
+    for ch in range(3):  # one colour plane at a time: numpy is slow at broadcasting a trailing axis of 3
+        plane = bg[..., ch][None] + flicker[:, None, None]  # (T, H, W)
+        plane += (attrs["rgb"][ch] - plane) * cov + 0.5  # blend, then round by truncation
+        frames[..., ch] = np.clip(plane, 0, 255, out=plane)
+    return frames
 
 
 def _encode_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
@@ -312,16 +320,14 @@ def _captions(attrs: dict[str, Any], rng: np.random.Generator) -> list[str]:
         s = str(rng.choice(SHAPE_WORDS[attrs["shape"]]))
         verb, gerund = MOTION_VERBS[direction][rng.integers(len(MOTION_VERBS[direction]))]
         template = str(rng.choice(CAPTION_TEMPLATES))
-        article = _article(s if template.startswith("{a} {s}") else c)
-        text = template.format(a=article, c=c, s=s, v=verb, g=gerund, adj=_ADJ[direction],
+        text = template.format(a=_article(c), c=c, s=s, v=verb, g=gerund, adj=_ADJ[direction],
                                p=rng.choice(MOTION_PATHS[direction]))
         if rng.random() < 0.15:
             text += " over " + str(rng.choice(BACKGROUND_WORDS[attrs["background"]]))
         elif attrs["distractor"] is not None and rng.random() < 0.25:
             dis = attrs["distractor"]
             text += f" past {_article(dis['colour'])} small {dis['colour']} {SHAPE_WORDS[dis['shape']][0]}"
-        if text not in out:
-            out.append(text)
+        out += [] if text in out else [text]
         if len(out) == wanted:
             break
     return out
@@ -355,7 +361,7 @@ def _write_annotations(root: Path, clips: list[dict[str, Any]], num_retrieval_te
     info = {"contributor": "multitask synthetic generator", "data_created": "synthetic", "version": "1.0",
             "description": "synthetic MSR-VTT-shaped dataset of moving shapes", "year": "synthetic"}
     _write_text(root / "MSRVTT_data.json", json.dumps({"info": info, "videos": videos, "sentences": sentences}))
-    test_ids = [i for i, c in enumerate(clips) if c["split"] == "test"][:num_retrieval_test]
+    test_ids = [i for i, c in enumerate(clips) if c["split"] == "test"][:num_retrieval_test]  # 1k-A analogue
     retrieval = set(test_ids)
     _write_csv(root / "MSRVTT_train.7k.csv", ["video_id"],
                [[f"video{i}"] for i, c in enumerate(clips) if c["split"] == "train"])
@@ -374,9 +380,7 @@ def _write_annotations(root: Path, clips: list[dict[str, Any]], num_retrieval_te
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     _write_text(path, buf.getvalue())
 
 
@@ -390,7 +394,7 @@ def _write_text(path: Path, text: str) -> None:
 def _read_json_or_none(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # missing or half-written
         return None
 
 
