@@ -7,6 +7,7 @@ count sees the same global batches in the same order.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +39,18 @@ class Loop:
 
 
 def make_accelerator(trainer: dict) -> Accelerator:
-    """CPU when no CUDA device exists, so ``accelerate launch --multi_gpu`` gives a gloo run."""
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=trainer["mixed_precision"],
-                       gradient_accumulation_steps=trainer["grad_accum"],
-                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+    """CPU when no CUDA device exists, so ``accelerate launch --multi_gpu`` gives a gloo run.
+
+    On the CPU each process gets its share of the cores (``accelerate launch`` otherwise pins
+    OMP_NUM_THREADS to 1 and a single-process run uses one core).
+    """
+    cpu = not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=cpu, mixed_precision=trainer["mixed_precision"],
+                              gradient_accumulation_steps=trainer["grad_accum"],
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    if cpu:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    return accelerator
 
 
 def run(cfg: DictConfig) -> dict:
