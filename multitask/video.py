@@ -65,11 +65,11 @@ def sample_indices(num_total: int, num_frames: int, rng: np.random.Generator | N
     """
     if num_total <= num_frames:
         return np.arange(num_total)
-    edges = np.linspace(0, num_total, num_frames + 1)
-    starts, ends = np.floor(edges[:-1]).astype(int), np.maximum(np.floor(edges[1:]).astype(int), 1)
+    edges = np.floor(np.linspace(0, num_total, num_frames + 1)).astype(int)
+    starts, ends = edges[:-1], edges[1:]  # every segment holds at least one frame here
     if rng is None:
-        return ((starts + ends - 1) // 2).astype(int)
-    return rng.integers(starts, np.maximum(ends, starts + 1))
+        return (starts + ends - 1) // 2
+    return rng.integers(starts, ends)
 
 
 def reduced_size(info: VideoInfo, short_side: int) -> tuple[int, int]:
