@@ -29,7 +29,8 @@ def encode_videos(backbone: torch.nn.Module, dataset: Dataset, device: torch.dev
     """Per-frame features (V, T, D) and masks (V, T) of every video, in dataset order."""
     part = Subset(dataset, list(shard(len(dataset), rank(), world_size())))
     loader = DataLoader(part, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-    frames, masks = [], []
+    frames = [torch.zeros(0, dataset.num_frames, backbone.embed_dim, device=device)]  # an empty shard still gathers
+    masks = [torch.zeros(0, dataset.num_frames, dtype=torch.long, device=device)]
     for batch in tqdm(loader, desc="encoding videos", disable=rank() != 0, leave=False):
         mask = batch["video_mask"].to(device)
         frames.append(backbone.encode_frames(batch["video"].to(device), mask).float())
@@ -41,6 +42,6 @@ def encode_videos(backbone: torch.nn.Module, dataset: Dataset, device: torch.dev
 def encode_texts(backbone: torch.nn.Module, texts: list[str], device: torch.device, batch_size: int) -> torch.Tensor:
     """Text features (N, D) of every text, in order."""
     mine = [texts[i] for i in shard(len(texts), rank(), world_size())]
-    out = [backbone.encode_text(backbone.tokenize(mine[i: i + batch_size]).to(device)).float()
+    out = [torch.zeros(0, backbone.embed_dim, device=device)] + [backbone.encode_text(backbone.tokenize(mine[i: i + batch_size]).to(device)).float()
            for i in tqdm(range(0, len(mine), batch_size), desc="encoding texts", disable=rank() != 0, leave=False)]
     return gather_cat(torch.cat(out))

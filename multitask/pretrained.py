@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 def _hub_cached_file(hub_id: str, cache_dir: str | None) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
-    repo_id, filename = os.path.split(hub_id.rstrip("/")) if not hub_id.endswith("/") else (hub_id.rstrip("/"), "")
+    repo_id, filename = hub_id.rsplit("/", 1)  # "org/name/file" or "org/name/" (default file names)
     names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
     for name in names:
         found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
