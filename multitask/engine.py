@@ -117,6 +117,7 @@ def train(conf: dict, task: torch.nn.Module, data: RetrievalData, accelerator: A
     task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
     log = MetricsLog(Path(conf["output_dir"]) / "metrics.jsonl", accelerator.is_main_process)
     run = Run(conf, accelerator, task, data, optimizer, scheduler, loader, log, resume_state(conf, accelerator), steps)
+    log.truncate_after(run.loop.step)
     with tqdm(total=steps, initial=run.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
         while run.loop.step < steps:
             train_one_epoch(run, bar)

@@ -36,6 +36,13 @@ class MetricsLog:
         self.write(record)
         return record
 
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (written after the checkpoint a resumed run restarts from)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines(keepends=True)
+        self.path.write_text("".join(line for line in lines if json.loads(line)["step"] <= step))
+
     def write(self, record: dict) -> None:
         if self.enabled:
             with self.path.open("a") as handle:

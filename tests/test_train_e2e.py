@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 GEN = ("+data.generator={num_train:40,num_val:4,num_test:24,num_retrieval_test:16,min_frames:6,max_frames:12}")
@@ -62,3 +63,29 @@ def test_bad_checkpoint_and_unknown_group_fail_clearly(trained):
     assert missing.returncode != 0 and "does not exist" in missing.stderr
     unknown = run_train("task=segmentation")
     assert unknown.returncode != 0 and "retrieval" in unknown.stderr
+
+
+def test_resume_from_mid_epoch_checkpoint_equals_uninterrupted(trained):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    base, out, _ = trained
+    crashed = base / "crashed"
+    shutil.copytree(out, crashed, symlinks=True)
+    shutil.rmtree(crashed / "checkpoints" / "step_4")  # as if the run died after saving step 2 (mid-epoch)
+    (crashed / "checkpoints" / "last").unlink()
+    (crashed / "eval.json").unlink()
+    result = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={crashed}",
+                       "trainer.save_every=2", "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stderr
+    full = load_file(str(out / "checkpoints" / "step_4" / "model.safetensors"))
+    resumed = load_file(str(crashed / "checkpoints" / "step_4" / "model.safetensors"))
+    for name in full:
+        assert torch.allclose(full[name], resumed[name], atol=1e-6), name
+    assert (crashed / "metrics.jsonl").read_text().count('"step": 4') == 1
+    first = json.loads((out / "eval.json").read_text())["metrics"]
+    second = json.loads((crashed / "eval.json").read_text())["metrics"]
+    for key in first:
+        assert first[key] == pytest.approx(second[key], abs=1e-6, nan_ok=True), key
