@@ -89,3 +89,40 @@ def test_resume_from_mid_epoch_checkpoint_equals_uninterrupted(trained):
     second = json.loads((crashed / "eval.json").read_text())["metrics"]
     for key in first:
         assert first[key] == pytest.approx(second[key], abs=1e-6, nan_ok=True), key
+
+
+def test_two_process_evaluation_equals_one(trained):
+    base, out, _ = trained
+    target = base / "eval2"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"),
+           "task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={target}",
+           "eval_only=true", f"checkpoint={out / 'checkpoints' / 'last'}"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((out / "eval.json").read_text())
+    two = json.loads((target / "eval.json").read_text())
+    assert two["num_samples"] == one["num_samples"] == 16  # every query once, no sampler padding
+    for key, value in one["metrics"].items():
+        assert two["metrics"][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+def test_bad_videos_stop_before_training_or_are_skipped(trained, tmp_path):
+    import shutil
+
+    base, _, _ = trained
+    data = tmp_path / "data"
+    shutil.copytree(base / "data", data, ignore=shutil.ignore_patterns(".cache"))
+    videos = sorted((data / "videos" / "all").glob("*.mp4"))
+    videos[0].unlink()
+    videos[1].write_bytes(videos[1].read_bytes()[:200])
+    args = ("task=retrieval", "debug=quick", f"data.root={data}", GEN)
+    stopped = run_train(*args, f"output_dir={tmp_path / 'err'}")
+    assert stopped.returncode != 0
+    assert "2 of 68 videos are unusable" in stopped.stderr
+    assert f"{videos[0].name}: missing" in stopped.stderr and f"{videos[1].name}: undecodable" in stopped.stderr
+    assert not (tmp_path / "err" / "metrics.jsonl").exists()
+    skipped = run_train(*args, f"output_dir={tmp_path / 'skip'}", "data.on_bad_video=skip")
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    record = json.loads((tmp_path / "skip" / "skipped_videos.json").read_text())
+    assert record["count"] == 2 and sorted(Path(p).name for p in record["videos"]) == [videos[0].name, videos[1].name]
