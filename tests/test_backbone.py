@@ -30,8 +30,11 @@ def test_spacetime_starts_as_mean_pooling_and_sees_padding_correctly():
     assert isinstance(model.temporal, SpaceTimeTemporal)
 
 
-def test_padded_frames_do_not_change_the_video_feature():
-    model = tiny(temporal="transformer", temporal_layers=1).eval()
+@pytest.mark.parametrize("temporal", ["transformer", "spacetime"])
+def test_padded_frames_do_not_change_the_video_feature(temporal):
+    model = tiny(temporal=temporal, temporal_layers=1, temporal_width=8).eval()
+    if temporal == "spacetime":
+        torch.nn.init.normal_(model.temporal.proj_out.weight, std=0.1)  # leave the zero start
     video, mask = torch.randn(1, 4, 3, 64, 64), torch.tensor([[1, 1, 0, 0]])
     other = video.clone()
     other[:, 2:] = torch.randn(1, 2, 3, 64, 64)
@@ -93,3 +96,9 @@ def test_unknown_names_list_known_ones():
         VideoTextBackbone(clip="ViT-Z-99")
     with pytest.raises(FileNotFoundError, match="neither a file nor an open_clip tag"):
         tiny(pretrained="/no/such/file.pt")
+
+
+def test_spacetime_readout_checks_its_grid():
+    model = tiny(temporal="spacetime", temporal_width=8)
+    with pytest.raises(ValueError, match="built for 4 frames x 16 patches"):
+        model.encode_frames(torch.randn(1, 6, 3, 64, 64), torch.ones(1, 6, dtype=torch.long))
