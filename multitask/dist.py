@@ -60,15 +60,6 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def all_gather_objects(obj: object) -> list[object]:
-    """Gather a picklable object from every rank (rank order)."""
-    if world_size() == 1:
-        return [obj]
-    out: list[object] = [None] * world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def assert_same_on_all_ranks(t: torch.Tensor, name: str, atol: float = 1e-6) -> None:
     """Raise if a tensor (e.g. the EMCL running mean) differs between ranks."""
     if world_size() == 1:

@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from multitask import checkpoint as ckpt
 from multitask.data.registry import RetrievalData, build_retrieval_data
 from multitask.data.sampler import EpochSampler
+from multitask.dist import assert_same_on_all_ranks
+from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog, setup_logging, write_json
@@ -157,6 +159,9 @@ def after_step(run: Run) -> None:
     trainer, loop = run.conf["trainer"], run.loop
     if loop.step % trainer["log_every"] == 0 or loop.step == run.steps:
         run.log.flush(loop.step, loop.epoch, run.scheduler.get_last_lr()[-1])
+        for module in run.task.modules():
+            if isinstance(module, EMCL):
+                assert_same_on_all_ranks(module.mean, "EMCL running mean")
     if trainer.get("eval_every") and loop.step % trainer["eval_every"] == 0 and loop.step < run.steps:
         metrics = evaluate(run.conf, run.accelerator.unwrap_model(run.task), run.data, run.accelerator, write=False)
         run.log.write({"step": loop.step, "epoch": loop.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})

@@ -61,8 +61,9 @@ def test_bad_checkpoint_and_unknown_group_fail_clearly(trained):
     missing = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN,
                         f"output_dir={base / 'x'}", "eval_only=true", f"checkpoint={base / 'nope'}")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
-    unknown = run_train("task=segmentation")
-    assert unknown.returncode != 0 and "retrieval" in unknown.stderr
+    for override, known in (("task=segmentation", "retrieval"), ("data=webvid", "msrvtt"), ("model=vit_h99", "vit_b32")):
+        unknown = run_train(override)
+        assert unknown.returncode != 0 and known in unknown.stderr, override
 
 
 def test_resume_from_mid_epoch_checkpoint_equals_uninterrupted(trained):
