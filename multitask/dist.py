@@ -68,3 +68,39 @@ def assert_same_on_all_ranks(t: torch.Tensor, name: str, atol: float = 1e-6) -> 
     dist.broadcast(ref, src=0)
     if not torch.allclose(ref, t.detach(), atol=atol):
         raise RuntimeError(f"{name} differs between ranks (rank {rank()}): distributed state went out of sync")
+
+
+def local_offset(n: int) -> int:
+    """Index of this rank's first row in a rank-ordered concatenation of per-rank blocks of n rows."""
+    if world_size() == 1:
+        return 0
+    sizes = [None] * world_size()
+    dist.all_gather_object(sizes, n)
+    return sum(sizes[: rank()])
+
+
+def broadcast_object(value: object) -> object:
+    """Rank 0's ``value`` on every rank (picklable objects: a tokenizer proto, a vocabulary)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(values: list) -> list:
+    """Concatenate per-rank lists (e.g. generated captions) in rank order, on every rank."""
+    if world_size() == 1:
+        return list(values)
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, list(values))
+    return [v for part in parts for v in part]
+
+
+def global_sum(value: float) -> float:
+    """Sum of a number over all ranks (no gradient)."""
+    if world_size() == 1:
+        return value
+    box = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(box)
+    return float(box.item())

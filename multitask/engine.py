@@ -15,12 +15,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file
+from safetensors.torch import load_model
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from multitask import checkpoint as ckpt
-from multitask.data.registry import RetrievalData, build_retrieval_data
+from multitask.data.registry import TaskData, build_data
 from multitask.data.sampler import EpochSampler
 from multitask.dist import assert_same_on_all_ranks
 from multitask.emcl import EMCL
@@ -66,20 +66,23 @@ def run(cfg: DictConfig) -> dict:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     set_seed(conf["seed"])
     with accelerator.main_process_first():
-        data = build_retrieval_data(conf["data"], show_progress=accelerator.is_main_process)
+        data = build_data(conf["task"]["name"], conf["data"], show_progress=accelerator.is_main_process)
     _record_skipped(data, out, accelerator)
-    task = build_task(conf)
     if conf["eval_only"]:
-        return evaluate_checkpoint(conf, task, data, accelerator)
-    return train(conf, task, data, accelerator)
+        return evaluate_checkpoint(conf, data, accelerator)
+    resume = resume_path(conf)
+    task = build_task(conf, data, assets=resume)
+    if accelerator.is_main_process:
+        task.save_assets(out)
+    return train(conf, task, data, accelerator, resume)
 
 
-def _record_skipped(data: RetrievalData, out: Path, accelerator: Accelerator) -> None:
+def _record_skipped(data: TaskData, out: Path, accelerator: Accelerator) -> None:
     if data.skipped and accelerator.is_main_process:
         write_json(out / "skipped_videos.json", {"count": len(data.skipped), "videos": data.skipped})
 
 
-def train_loader(data: RetrievalData, trainer: dict, seed: int, world: int) -> DataLoader:
+def train_loader(data: TaskData, trainer: dict, seed: int, world: int) -> DataLoader:
     if trainer["batch_size"] % world:
         raise ValueError(f"trainer.batch_size={trainer['batch_size']} must be divisible by the {world} processes")
     if len(data.train) < trainer["batch_size"]:
@@ -101,7 +104,7 @@ class Run:
     conf: dict
     accelerator: Accelerator
     task: torch.nn.Module
-    data: RetrievalData
+    data: TaskData
     optimizer: torch.optim.Optimizer
     scheduler: object
     loader: DataLoader
@@ -110,7 +113,8 @@ class Run:
     steps: int
 
 
-def train(conf: dict, task: torch.nn.Module, data: RetrievalData, accelerator: Accelerator) -> dict:
+def train(conf: dict, task: torch.nn.Module, data: TaskData, accelerator: Accelerator,
+          resume: Path | None = None) -> dict:
     trainer = conf["trainer"]
     loader = train_loader(data, trainer, conf["seed"], accelerator.num_processes)
     steps = total_steps(trainer, len(loader))
@@ -118,12 +122,13 @@ def train(conf: dict, task: torch.nn.Module, data: RetrievalData, accelerator: A
     scheduler = build_scheduler(optimizer, steps, trainer["warmup_ratio"])
     task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
     log = MetricsLog(Path(conf["output_dir"]) / "metrics.jsonl", accelerator.is_main_process)
-    run = Run(conf, accelerator, task, data, optimizer, scheduler, loader, log, resume_state(conf, accelerator), steps)
+    run = Run(conf, accelerator, task, data, optimizer, scheduler, loader, log, load_resume(conf, accelerator, resume),
+              steps)
     log.truncate_after(run.loop.step)
     with tqdm(total=steps, initial=run.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
         while run.loop.step < steps:
             train_one_epoch(run, bar)
-    save_checkpoint(conf, accelerator, run.loop)
+    save_checkpoint(run)
     return evaluate(conf, accelerator.unwrap_model(task), data, accelerator)
 
 
@@ -167,7 +172,7 @@ def after_step(run: Run) -> None:
         run.log.write({"step": loop.step, "epoch": loop.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         run.task.train()
     if trainer.get("save_every") and loop.step % trainer["save_every"] == 0 and loop.step < run.steps:
-        save_checkpoint(run.conf, run.accelerator, loop)
+        save_checkpoint(run)
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
@@ -176,24 +181,35 @@ def check_finite(loss: torch.Tensor, step: int) -> None:
                                  "is kept (resume=auto continues from it, perhaps with a lower trainer.lr)")
 
 
-def save_checkpoint(conf: dict, accelerator: Accelerator, loop: Loop) -> None:
+def save_checkpoint(run: Run) -> None:
+    """accelerate state plus the task's files (tokenizer, answer vocabulary), written atomically."""
+    conf, accelerator, loop = run.conf, run.accelerator, run.loop
     root = Path(conf["output_dir"]) / "checkpoints"
-    accelerator.save_state(str(ckpt.staging_dir(root, loop.step)))
+    staging = ckpt.staging_dir(root, loop.step)
+    accelerator.save_state(str(staging))
     if accelerator.is_main_process:
+        accelerator.unwrap_model(run.task).save_assets(staging)
         meta = {"task": conf["task"]["name"], "step": loop.step, "epoch": loop.epoch,
                 "batch_in_epoch": loop.batch_in_epoch}
         ckpt.finalize(root, loop.step, meta, conf["trainer"].get("checkpoints_total_limit"))
     accelerator.wait_for_everyone()
 
 
-def resume_state(conf: dict, accelerator: Accelerator) -> Loop:
+def resume_path(conf: dict) -> Path | None:
     """``resume``: null (fresh), ``auto`` (newest complete checkpoint of this run, if any), or a path."""
     choice = conf.get("resume")
     if not choice:
-        return Loop()
+        return None
     path = ckpt.latest(Path(conf["output_dir"]) / "checkpoints") if choice == "auto" else Path(choice)
     if path is None:
         logger.info("resume=auto: no checkpoint in %s, starting fresh", conf["output_dir"])
+        return None
+    ckpt.read_meta(path, conf["task"]["name"])
+    return path
+
+
+def load_resume(conf: dict, accelerator: Accelerator, path: Path | None) -> Loop:
+    if path is None:
         return Loop()
     meta = ckpt.read_meta(path, conf["task"]["name"])
     accelerator.load_state(str(path))
@@ -201,26 +217,30 @@ def resume_state(conf: dict, accelerator: Accelerator) -> Loop:
     return Loop(step=meta["step"], epoch=meta["epoch"], batch_in_epoch=meta["batch_in_epoch"])
 
 
-def evaluate(conf: dict, task, data: RetrievalData, accelerator: Accelerator, write: bool = True) -> dict:
-    """Run the task's evaluation; on the main process write eval.json and print the table."""
+def evaluate(conf: dict, task, data: TaskData, accelerator: Accelerator, write: bool = True) -> dict:
+    """Run the task's evaluation; on the main process write eval.json (and predictions.json), print the table."""
     task.eval()
-    evaluation = conf["eval"]
-    metrics = task.evaluate(data.test, accelerator.device, evaluation["batch_size"], evaluation["block_size"],
-                            evaluation["inverted_softmax"], data.attributes, conf["trainer"]["num_workers"])
+    predictions: list = []
+    metrics = task.evaluate(data, accelerator.device, conf["eval"], conf["trainer"]["num_workers"], predictions)
     if write and accelerator.is_main_process:
-        payload = {"task": conf["task"]["name"], "split": "test", "num_samples": len(data.test.captions()[0]),
+        out = Path(conf["output_dir"])
+        payload = {"task": conf["task"]["name"], "split": "test", "num_samples": task.eval_size(data),
                    "metrics": metrics}
-        write_json(Path(conf["output_dir"]) / "eval.json", payload)
+        write_json(out / "eval.json", payload)
+        if predictions:
+            write_json(out / "predictions.json", predictions)
         print(format_table(metrics), flush=True)
     return metrics
 
 
-def evaluate_checkpoint(conf: dict, task, data: RetrievalData, accelerator: Accelerator) -> dict:
-    """``eval_only=true checkpoint=DIR``: load the model weights (EMCL mean included) and evaluate."""
+def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) -> dict:
+    """``eval_only=true checkpoint=DIR``: rebuild the task from the checkpoint's files, load the weights
+    (EMCL mean included) and evaluate."""
     if not conf.get("checkpoint"):
         raise ValueError("eval_only=true needs checkpoint=<checkpoint folder>")
-    ckpt.read_meta(conf["checkpoint"], conf["task"]["name"])
-    weights = Path(conf["checkpoint"]) / "model.safetensors"
-    task.load_state_dict(load_file(str(weights)))
+    folder = Path(conf["checkpoint"]).expanduser()
+    ckpt.read_meta(folder, conf["task"]["name"])
+    task = build_task(conf, data, assets=folder)
+    load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
     task.to(accelerator.device)
     return evaluate(conf, task, data, accelerator)

@@ -1,13 +1,16 @@
-"""Retrieval and probing metrics on similarity matrices.
+"""Retrieval, probing, caption and QA metrics.
 
 All functions are pure. Similarity matrices may be numpy arrays or torch
 tensors (any device, dtype, with or without grad). Recall values are
 percentages on a 0-100 scale; ranks are 1-based. Ties between the true item
-and other items are broken uniformly at random, in expectation.
+and other items are broken uniformly at random, in expectation. Caption
+scores come from pycocoevalcap (Java found by ``multitask.java``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeVar, Union
 
@@ -194,3 +197,53 @@ def format_table(metrics: Mapping[str, float]) -> str:
     return "\n".join(
         f"{str(name):<{name_width}}  {v:>{value_width}}" for name, v in values.items()
     )
+
+
+CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def caption_metrics(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr (0-100) of one caption per video against all its references,
+    after PTB tokenisation, with pycocoevalcap (the COCO caption evaluation code)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from multitask.java import ensure_java
+
+    if set(predictions) != set(references) or not predictions:
+        raise ValueError(f"predictions and references must cover the same non-empty set of videos "
+                         f"({len(predictions)} predicted, {len(references)} with references)")
+    if any(len(refs) == 0 for refs in references.values()):
+        raise ValueError("every video needs at least one reference caption")
+    ensure_java()
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
+    res = tokenizer.tokenize({k: [{"caption": predictions[k]}] for k in references})
+    with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its length statistics
+        bleu, _ = Bleu(4).compute_score(gts, res)
+    scores = dict(zip(CAPTION_METRICS[:4], bleu))
+    scores["METEOR"] = Meteor().compute_score(gts, res)[0]
+    scores["ROUGE-L"] = Rouge().compute_score(gts, res)[0]
+    scores["CIDEr"] = Cider().compute_score(gts, res)[0]
+    return {k: 100.0 * float(scores[k]) for k in CAPTION_METRICS}
+
+
+def qa_metrics(ranked: Sequence[Sequence[str]], answers: Sequence[str], categories: Sequence[str]) -> dict[str, float]:
+    """Accuracy (0-100) of the top answer, overall and per question type, and top-5 accuracy.
+
+    ``ranked[i]`` lists question i's predicted answers, best first; a true answer outside the answer
+    vocabulary can never be predicted, so it counts as wrong.
+    """
+    if not (len(ranked) == len(answers) == len(categories)) or not answers:
+        raise ValueError(f"need one ranked list, answer and category per question, got "
+                         f"{len(ranked)}, {len(answers)}, {len(categories)}")
+    top1 = np.array([bool(r) and r[0] == a for r, a in zip(ranked, answers)], dtype=np.float64)
+    top5 = np.array([a in list(r)[:5] for r, a in zip(ranked, answers)], dtype=np.float64)
+    out = {"accuracy": 100.0 * top1.mean(), "top5_accuracy": 100.0 * top5.mean()}
+    kinds = np.array(categories)
+    for kind in sorted(set(categories)):
+        out[f"accuracy/{kind}"] = 100.0 * top1[kinds == kind].mean()
+    return {k: float(v) for k, v in out.items()}

@@ -1,12 +1,21 @@
-"""Task registry: ``task.name`` -> a builder that maps config to a task module."""
+"""Task registry: ``task.name`` -> a builder that maps config (and the prepared data) to a task module.
+
+Builders take ``assets``: a checkpoint folder whose task files (the caption tokenizer, the answer
+vocabulary) must be reused, or None to derive them from the training data.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 
 from multitask.backbone import build_backbone
+from multitask.caption_tokenizer import FILE_NAME, CaptionTokenizer, train_tokenizer
+from multitask.data.registry import TaskData
+from multitask.dist import broadcast_object, rank
 from multitask.emcl import EMCL
+from tasks.caption import CaptionDecoder, CaptionTask
 from tasks.retrieval import RetrievalTask
 
 
@@ -17,15 +26,37 @@ def build_emcl(emcl_cfg: dict) -> EMCL | None:
     return EMCL(**{k: v for k, v in emcl_cfg.items() if k != "enabled"})
 
 
-def build_retrieval(cfg: dict) -> nn.Module:
+def build_retrieval(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
     return RetrievalTask(build_backbone(cfg["model"], cfg["data"]), build_emcl(cfg["model"]["emcl"]))
 
 
-TASKS: dict[str, Callable[[dict], nn.Module]] = {"retrieval": build_retrieval}
+def caption_tokenizer(task_cfg: dict, data: TaskData | None, assets: Path | None) -> CaptionTokenizer:
+    """From the checkpoint, else ``task.tokenizer``, else trained on the training captions on rank 0."""
+    if assets is not None and (Path(assets) / FILE_NAME).is_file():
+        return CaptionTokenizer.load(Path(assets) / FILE_NAME)
+    if task_cfg.get("tokenizer"):
+        return CaptionTokenizer.load(task_cfg["tokenizer"])
+    if data is None:
+        raise ValueError("task=caption needs a tokenizer: a checkpoint holding one, task.tokenizer, or training data")
+    proto = train_tokenizer(data.train.captions()[0], task_cfg["vocab_size"]) if rank() == 0 else None
+    return CaptionTokenizer(broadcast_object(proto))
 
 
-def build_task(cfg: dict) -> nn.Module:
+def build_caption(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
+    task = cfg["task"]
+    tokenizer = caption_tokenizer(task, data, assets)
+    backbone = build_backbone(cfg["model"], cfg["data"])
+    decoder = CaptionDecoder(tokenizer.vocab_size, backbone.embed_dim, max_length=task["max_length"], **task["decoder"])
+    return CaptionTask(backbone, build_emcl(cfg["model"]["emcl"]), tokenizer, decoder,
+                       emcl_loss_weight=task["emcl_loss_weight"], label_smoothing=task["label_smoothing"],
+                       num_beams=task["num_beams"], max_length=task["max_length"])
+
+
+TASKS: dict[str, Callable[..., nn.Module]] = {"retrieval": build_retrieval, "caption": build_caption}
+
+
+def build_task(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
     name = cfg["task"]["name"]
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-    return TASKS[name](cfg)
+    return TASKS[name](cfg, data, assets)

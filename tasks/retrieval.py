@@ -1,12 +1,14 @@
 """Text-video retrieval: symmetric InfoNCE on EMCL-reconstructed features (paper Eq. 10)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from multitask.backbone import VideoTextBackbone, masked_mean, text_conditioned_pool
-from multitask.data.video_text import VideoTextDataset
+from multitask.data.registry import TaskData
 from multitask.dist import all_gather_with_grad, gather_cat
 from multitask.emcl import EMCL
 from multitask.evaluation import encode_texts, encode_videos
@@ -67,16 +69,22 @@ class RetrievalTask(nn.Module):
         contrastive = info_nce(self.backbone.logit_scale() * sim)
         return {"loss": contrastive, "contrastive_loss": contrastive}
 
+    def save_assets(self, folder: Path) -> None:
+        """Retrieval has no files beyond the model state."""
+
+    def eval_size(self, data: TaskData) -> int:
+        return len(data.test.captions()[0])
+
     @torch.no_grad()
-    def evaluate(self, dataset: VideoTextDataset, device: torch.device, batch_size: int, block_size: int = 64,
-                 inverted_softmax: bool = False, attributes: list[dict] | None = None,
-                 num_workers: int = 0) -> dict[str, float]:
-        """Encode every video and caption once, score them blockwise through the bridge, rank."""
-        frames, mask = encode_videos(self.backbone, dataset, device, batch_size, num_workers)  # (V, T, D), (V, T)
-        texts, counts = dataset.captions()
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0,
+                 predictions: list | None = None) -> dict[str, float]:
+        """Encode every test video and caption once, score them blockwise through the bridge, rank."""
+        batch_size = eval_cfg["batch_size"]
+        frames, mask = encode_videos(self.backbone, data.test, device, batch_size, num_workers)  # (V, T, D), (V, T)
+        texts, counts = data.test.captions()
         text = encode_texts(self.backbone, texts, device, batch_size)  # (Q, D)
-        sim = blockwise_similarity(self.head, text, frames, mask, block_size).cpu()  # (Q, V)
-        return retrieval_report(sim, counts, inverted_softmax, attributes)
+        sim = blockwise_similarity(self.head, text, frames, mask, eval_cfg["block_size"]).cpu()  # (Q, V)
+        return retrieval_report(sim, counts, eval_cfg.get("inverted_softmax", False), data.attributes)
 
 
 def blockwise_similarity(head: RetrievalHead, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,

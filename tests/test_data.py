@@ -4,7 +4,7 @@ import pytest
 
 from multitask.data.checks import BadVideoError
 from multitask.data.msrvtt import retrieval_tables
-from multitask.data.registry import build_retrieval_data
+from multitask.data.registry import build_data
 from multitask.data.tables import AnnotationError
 
 
@@ -28,7 +28,7 @@ def test_tables_follow_the_lists(tiny_root):
 
 
 def test_dataset_items_and_per_sample_randomness(tiny_root):
-    data = build_retrieval_data(data_cfg(tiny_root), show_progress=False)
+    data = build_data("retrieval", data_cfg(tiny_root), show_progress=False)
     item = data.train[3]
     assert item["video"].shape == (4, 3, 32, 32) and item["video_mask"].shape == (4,)
     again = data.train[3]
@@ -78,7 +78,7 @@ def _break_two_videos(root):
 def test_bad_videos_error_lists_every_file(tiny_copy):
     train_id, test_id = _break_two_videos(tiny_copy)
     with pytest.raises(BadVideoError) as err:
-        build_retrieval_data(data_cfg(tiny_copy), show_progress=False)
+        build_data("retrieval", data_cfg(tiny_copy), show_progress=False)
     message = str(err.value)
     assert "2 of 68 videos" in message and f"{train_id}.mp4: missing" in message
     assert f"{test_id}.mp4: undecodable" in message
@@ -86,14 +86,14 @@ def test_bad_videos_error_lists_every_file(tiny_copy):
 
 def test_bad_videos_skip_drops_them(tiny_copy):
     train_id, test_id = _break_two_videos(tiny_copy)
-    data = build_retrieval_data(data_cfg(tiny_copy, on_bad_video="skip"), show_progress=False)
+    data = build_data("retrieval", data_cfg(tiny_copy, on_bad_video="skip"), show_progress=False)
     assert len(data.train) == 51 and train_id not in data.train.video_ids()
     assert len(data.test) == 15 and test_id not in data.test.video_ids()
     assert sorted(p.split("/")[-1] for p in data.skipped) == sorted([f"{train_id}.mp4", f"{test_id}.mp4"])
 
 
 def test_unknown_data_and_policy(tiny_root):
-    with pytest.raises(ValueError, match="known: msrvtt, synthetic"):
-        build_retrieval_data(data_cfg(tiny_root, name="webvid"), show_progress=False)
+    with pytest.raises(ValueError, match="known: msrvtt, msrvtt_qa, synthetic"):
+        build_data("retrieval", data_cfg(tiny_root, name="webvid"), show_progress=False)
     with pytest.raises(ValueError, match="known: error, skip"):
-        build_retrieval_data(data_cfg(tiny_root, on_bad_video="ignore"), show_progress=False)
+        build_data("retrieval", data_cfg(tiny_root, on_bad_video="ignore"), show_progress=False)

@@ -61,13 +61,13 @@ def test_report_names_and_probes():
 
 
 def test_task_forward_loss_terms_and_emcl_switch(tiny_root):
-    from multitask.data.registry import build_retrieval_data
+    from multitask.data.registry import build_data
 
     data_cfg = dict(name="msrvtt", root=str(tiny_root), seed=0, num_frames=4, image_size=64, max_words=16,
                     on_bad_video="error")
     model_cfg = dict(clip="emcl-tiny", temporal="spacetime", temporal_layers=1, temporal_width=32, pooling="mean",
                      emcl=dict(enabled=True, num_bases=8, iters=3, momentum=0.9, sigma=1.0, beta=3.0))
-    data = build_retrieval_data(data_cfg, show_progress=False)
+    data = build_data("retrieval", data_cfg, show_progress=False)
     batch = torch.utils.data.default_collate([data.train[i] for i in range(4)])
     task = build_task({"task": {"name": "retrieval"}, "model": model_cfg, "data": data_cfg})
     out = task(batch)

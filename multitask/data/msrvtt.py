@@ -4,6 +4,9 @@
 - ``MSRVTT_train.9k.csv`` / ``MSRVTT_train.7k.csv``: column ``video_id``, the training videos;
 - ``MSRVTT_JSFUSION_test.csv``: ``key,vid_key,video_id,sentence``, the 1k-A test (one caption a clip);
 - videos at ``{root}/videos/all/{video_id}.mp4``.
+
+Captioning uses the standard split by the ``split`` field of ``videos`` (6513 train / 497 validate /
+2990 test), with every caption of a video as a reference.
 """
 from __future__ import annotations
 
@@ -66,3 +69,28 @@ def retrieval_tables(root: Path, train_list: str = "9k") -> tuple[datasets.Datas
                          lambda: _train_rows(root, list_file))
     test = cached_table(root, "msrvtt-test-1ka", [root / TEST_FILE], lambda: _test_rows(root))
     return train, test
+
+
+def _split_rows(root: Path, split: str) -> list[dict]:
+    path = root / DATA_FILE
+    data = read_json(path)
+    if not isinstance(data, dict) or "videos" not in data:
+        raise AnnotationError(f"{path}: missing field 'videos'")
+    captions = read_sentences(root)
+    rows = []
+    for i, record in enumerate(data["videos"]):
+        record = require_fields(record, ("video_id", "split"), f"{path} videos[{i}]")
+        if record["split"] != split:
+            continue
+        video_id = str(record["video_id"])
+        if video_id not in captions:
+            raise AnnotationError(f"{path}: video {video_id} ({split} split) has no 'sentences'")
+        rows.append({"video_id": video_id, "captions": captions[video_id]})
+    return rows
+
+
+def caption_tables(root: Path) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, test) rows of the standard captioning split, ``{"video_id", "captions"}``."""
+    tables = [cached_table(root, f"msrvtt-caption-{split}", [root / DATA_FILE], lambda s=split: _split_rows(root, s))
+              for split in ("train", "test")]
+    return tables[0], tables[1]

@@ -1,4 +1,4 @@
-"""Datasets over rows ``{"video_id", "captions"}``: decoded clips plus one caption per item."""
+"""Datasets over annotation rows that name a ``video_id``: decoded clips plus the row's text."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,10 +11,10 @@ from torch.utils.data import Dataset
 from multitask.video import VideoInfo, load_clip
 
 
-class VideoTextDataset(Dataset):
-    """One item per video: its frames, frame mask and one of its captions.
+class VideoDataset(Dataset):
+    """One item per row: the clip of ``row["video_id"]`` and its frame mask.
 
-    Training picks the caption and the frame offsets from a generator seeded by
+    Training draws frame offsets (and subclasses their text choices) from a generator seeded by
     (seed, epoch, index), never from a worker's or rank's state, so a global batch is the same
     whatever the number of processes or workers. Evaluation takes segment-centre frames.
     """
@@ -35,17 +35,45 @@ class VideoTextDataset(Dataset):
     def video_ids(self) -> list[str]:
         return list(self.rows["video_id"])
 
+    def _rng(self, index: int) -> np.random.Generator | None:
+        return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+
+    def _clip(self, video_id: str, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+        path = self.path_of(video_id)
+        video, mask = load_clip(path, self.infos[path], self.num_frames, self.image_size, rng,
+                                augment=self.augment and self.train)
+        return {"video": video, "video_mask": mask}  # (T, 3, H, W), (T,)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self._clip(self.rows[index]["video_id"], self._rng(index)), "index": index}
+
+
+class VideoTextDataset(VideoDataset):
+    """Rows ``{"video_id", "captions"}``: one item per video with one of its captions
+    (a random one in training, the first in evaluation)."""
+
     def captions(self) -> tuple[list[str], list[int]]:
         """All captions grouped by video in order, and the number per video."""
         groups = self.rows["captions"]
         return [c for group in groups for c in group], [len(group) for group in groups]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str | int]:
-        row = self.rows[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+    def __getitem__(self, index: int) -> dict:
+        row, rng = self.rows[index], self._rng(index)
         captions = row["captions"]
         caption = captions[int(rng.integers(len(captions)))] if rng is not None else captions[0]
-        path = self.path_of(row["video_id"])
-        video, mask = load_clip(path, self.infos[path], self.num_frames, self.image_size, rng,
-                                augment=self.augment and self.train)
-        return {"video": video, "video_mask": mask, "text": caption, "index": index}
+        return {**self._clip(row["video_id"], rng), "text": caption, "index": index}
+
+
+class QADataset(VideoDataset):
+    """Rows ``{"video_id", "question", "answer", "category", "question_id"}``: one item per question."""
+
+    def videos(self) -> VideoDataset:
+        """The distinct videos of these questions, in first-appearance order (encoded once each)."""
+        ids = list(dict.fromkeys(self.rows["video_id"]))
+        rows = datasets.Dataset.from_dict({"video_id": ids})
+        return VideoDataset(rows, self.path_of, self.infos, self.num_frames, self.image_size, train=False)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        return {**self._clip(row["video_id"], self._rng(index)), "question": row["question"],
+                "answer": row["answer"], "index": index}
