@@ -34,14 +34,15 @@ class VideoTextBackbone(nn.Module):
 
     def __init__(self, clip: str = "emcl-tiny", pretrained: str | None = None, temporal: str = "mean",
                  temporal_layers: int = 4, temporal_width: int = 128, pooling: str = "mean",
-                 max_words: int = 32, num_frames: int = 12) -> None:
+                 max_words: int = 32, num_frames: int = 12, image_size: int | None = None) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown model.pooling {pooling!r}; known: {', '.join(POOLINGS)}")
         known = open_clip.list_models()
         if clip not in known:
             raise ValueError(f"unknown model.clip {clip!r}; open_clip knows: {', '.join(known)}")
-        self.clip = open_clip.create_model(clip, pretrained=None, force_context_length=max_words)
+        self.clip = open_clip.create_model(clip, pretrained=None, force_context_length=max_words,
+                                           force_image_size=image_size)  # position embeddings resized to fit
         if pretrained:
             load_clip_weights(self.clip, clip, pretrained)
         self.tokenizer = open_clip.get_tokenizer(clip, context_length=max_words)
@@ -101,4 +102,4 @@ def build_backbone(model_cfg: dict, data_cfg: dict) -> VideoTextBackbone:
                              temporal_layers=model_cfg.get("temporal_layers", 4),
                              temporal_width=model_cfg.get("temporal_width", 128),
                              pooling=model_cfg.get("pooling", "mean"), max_words=data_cfg["max_words"],
-                             num_frames=data_cfg["num_frames"])
+                             num_frames=data_cfg["num_frames"], image_size=data_cfg.get("image_size"))

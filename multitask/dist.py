@@ -104,3 +104,12 @@ def global_sum(value: float) -> float:
     box = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(box)
     return float(box.item())
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Average each number over all ranks (same keys on every rank, in the same order)."""
+    if world_size() == 1 or not values:
+        return values
+    box = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(box)
+    return dict(zip(values, (box / world_size()).tolist()))

@@ -83,11 +83,17 @@ def _record_skipped(data: TaskData, out: Path, accelerator: Accelerator) -> None
 
 
 def train_loader(data: TaskData, trainer: dict, seed: int, world: int) -> DataLoader:
-    if trainer["batch_size"] % world:
-        raise ValueError(f"trainer.batch_size={trainer['batch_size']} must be divisible by the {world} processes")
-    if len(data.train) < trainer["batch_size"]:
-        raise ValueError(f"{len(data.train)} training samples, fewer than trainer.batch_size={trainer['batch_size']}")
-    return DataLoader(data.train, batch_size=trainer["batch_size"], sampler=EpochSampler(len(data.train), seed),
+    """Batches of ``trainer.batch_size`` (global); a training set smaller than that is one batch."""
+    batch_size, n = trainer["batch_size"], len(data.train)
+    if batch_size % world:
+        raise ValueError(f"trainer.batch_size={batch_size} must be divisible by the {world} processes")
+    if n < batch_size:
+        batch_size = n - n % world
+        if batch_size == 0:
+            raise ValueError(f"{n} training samples cannot be split across {world} processes")
+        logger.warning("only %d training samples, fewer than trainer.batch_size=%d: using batches of %d",
+                       n, trainer["batch_size"], batch_size)
+    return DataLoader(data.train, batch_size=batch_size, sampler=EpochSampler(n, seed),
                       num_workers=trainer["num_workers"], drop_last=True, persistent_workers=False)
 
 

@@ -7,6 +7,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from multitask.dist import mean_over_ranks
+
 
 def setup_logging(is_main: bool) -> None:
     """INFO to stderr on the main process, warnings only elsewhere."""
@@ -15,7 +17,8 @@ def setup_logging(is_main: bool) -> None:
 
 
 class MetricsLog:
-    """Averages loss terms over each logging window and appends one JSON line per log step."""
+    """Averages loss terms over each logging window and over processes (a loss normalised by a global
+    count is split across ranks), and appends one JSON line per log step. Every rank calls ``flush``."""
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
@@ -29,7 +32,7 @@ class MetricsLog:
 
     def flush(self, step: int, epoch: int, lr: float, extra: dict | None = None) -> dict:
         record = {"step": step, "epoch": epoch, "lr": lr}
-        record.update({k: v / max(self.count, 1) for k, v in self.sums.items()})
+        record.update({k: v / max(self.count, 1) for k, v in mean_over_ranks(dict(self.sums)).items()})
         record.update(extra or {})
         self.sums.clear()
         self.count = 0

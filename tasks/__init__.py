@@ -16,6 +16,7 @@ from multitask.data.registry import TaskData
 from multitask.dist import broadcast_object, rank
 from multitask.emcl import EMCL
 from tasks.caption import CaptionDecoder, CaptionTask
+from tasks.qa import ANSWERS_FILE, AnswerClassifier, QATask, answer_vocabulary, load_answers
 from tasks.retrieval import RetrievalTask
 
 
@@ -52,7 +53,26 @@ def build_caption(cfg: dict, data: TaskData | None = None, assets: Path | None =
                        num_beams=task["num_beams"], max_length=task["max_length"])
 
 
-TASKS: dict[str, Callable[..., nn.Module]] = {"retrieval": build_retrieval, "caption": build_caption}
+def qa_answers(task_cfg: dict, data: TaskData | None, assets: Path | None) -> list[str]:
+    """From the checkpoint, else the ``task.num_answers`` most frequent training answers."""
+    if assets is not None and (Path(assets) / ANSWERS_FILE).is_file():
+        return load_answers(Path(assets) / ANSWERS_FILE)
+    if data is None:
+        raise ValueError("task=qa needs an answer vocabulary: a checkpoint holding one, or training data")
+    return answer_vocabulary(list(data.train.rows["answer"]), task_cfg["num_answers"])
+
+
+def build_qa(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
+    task = cfg["task"]
+    answers = qa_answers(task, data, assets)
+    backbone = build_backbone(cfg["model"], cfg["data"])
+    classifier = AnswerClassifier(backbone.embed_dim, len(answers), **task["classifier"])
+    return QATask(backbone, build_emcl(cfg["model"]["emcl"]), answers, classifier,
+                  emcl_loss_weight=task["emcl_loss_weight"],
+                  emcl_features_to_classifier=task["emcl_features_to_classifier"])
+
+
+TASKS: dict[str, Callable[..., nn.Module]] = {"retrieval": build_retrieval, "caption": build_caption, "qa": build_qa}
 
 
 def build_task(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:

@@ -1,0 +1,123 @@
+"""Video question answering (MSRVTT-QA): classify over an answer vocabulary from the video and the
+question (CLIP text tower), with EMCL on [video; question] (DESIGN.md section 4)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from multitask.backbone import VideoTextBackbone, masked_mean
+from multitask.data.registry import TaskData
+from multitask.emcl import EMCL
+from multitask.evaluation import encode_texts, encode_videos
+from multitask.metrics import qa_metrics
+from tasks.paired import global_mean_cross_entropy, paired_emcl
+
+ANSWERS_FILE = "answers.json"
+UNKNOWN = -100  # target of a training answer outside the vocabulary: not counted in the loss
+
+
+def answer_vocabulary(answers: list[str], size: int) -> list[str]:
+    """The ``size`` most frequent answers, most frequent first (ties: first seen first)."""
+    return [a for a, _ in Counter(answers).most_common(size)]
+
+
+def save_answers(answers: list[str], folder: Path) -> None:
+    (Path(folder) / ANSWERS_FILE).write_text(json.dumps(answers, indent=0))
+
+
+def load_answers(path: Path) -> list[str]:
+    answers = json.loads(Path(path).read_text())
+    if not isinstance(answers, list) or not answers:
+        raise ValueError(f"{path}: expected a non-empty JSON list of answers")
+    return [str(a) for a in answers]
+
+
+class AnswerClassifier(nn.Module):
+    """Project video and question, concatenate, MLP over the answers (reference: 2048-d projections,
+    an 8192-d hidden layer)."""
+
+    def __init__(self, embed_dim: int, num_answers: int, proj_dim: int = 2048, hidden_dim: int = 8192,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.video, self.question = nn.Linear(embed_dim, proj_dim), nn.Linear(embed_dim, proj_dim)
+        self.mlp = nn.Sequential(nn.Linear(2 * proj_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden_dim, num_answers))
+
+    def forward(self, video: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
+        """video, question: (B, D) -> answer logits (B, num_answers)."""
+        return self.mlp(torch.cat([self.video(video), self.question(question)], dim=-1))
+
+
+class QATask(nn.Module):
+    """Answer cross-entropy, plus (with EMCL) an InfoNCE between reconstructed video and question
+    features weighted by ``emcl_loss_weight``; ``emcl_features_to_classifier`` also classifies from the
+    reconstructed features (at evaluation EMCL then runs on fixed blocks of (video, question) pairs)."""
+
+    name = "qa"
+
+    def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None, answers: list[str],
+                 classifier: AnswerClassifier, emcl_loss_weight: float = 0.5,
+                 emcl_features_to_classifier: bool = False) -> None:
+        super().__init__()
+        self.backbone, self.emcl, self.classifier = backbone, emcl, classifier
+        self.answers, self.index = answers, {a: i for i, a in enumerate(answers)}
+        self.emcl_loss_weight, self.emcl_features_to_classifier = emcl_loss_weight, emcl_features_to_classifier
+
+    def save_assets(self, folder: Path) -> None:
+        save_answers(self.answers, folder)
+
+    def targets(self, answers: list[str], device: torch.device) -> torch.Tensor:
+        return torch.tensor([self.index.get(a, UNKNOWN) for a in answers], device=device)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        device = batch["video"].device
+        video = self.backbone.encode_video(batch["video"], batch["video_mask"]).float()  # (b, D)
+        question = self.backbone.encode_text(self.backbone.tokenize(batch["question"]).to(device)).float()  # (b, D)
+        terms: dict[str, torch.Tensor] = {}
+        if self.emcl is not None:
+            rec_video, rec_question, contrastive = paired_emcl(self.emcl, video, question,
+                                                               self.backbone.logit_scale())
+            terms["contrastive_loss"] = self.emcl_loss_weight * contrastive
+            if self.emcl_features_to_classifier:
+                video, question = rec_video, rec_question
+        logits = self.classifier(video, question)  # (b, A)
+        terms["answer_loss"] = global_mean_cross_entropy(logits, self.targets(batch["answer"], device), UNKNOWN)
+        return {"loss": sum(terms.values()), **terms}
+
+    def eval_size(self, data: TaskData) -> int:
+        return len(data.test)
+
+    @torch.no_grad()
+    def logits(self, video: torch.Tensor, question: torch.Tensor, block_size: int) -> torch.Tensor:
+        """(Q, D) paired video and question features -> (Q, A), EMCL (if fed to the classifier) per block."""
+        out = []
+        for i in range(0, video.shape[0], block_size):
+            v, q = video[i: i + block_size], question[i: i + block_size]
+            if self.emcl is not None and self.emcl_features_to_classifier:
+                rec = self.emcl(torch.cat([v, q]))  # (2n, D)
+                v, q = rec[: v.shape[0]], rec[v.shape[0]:]
+            out.append(self.classifier(v, q))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0,
+                 predictions: list | None = None) -> dict[str, float]:
+        """Encode each test video once and every question, classify, score the top answers."""
+        rows = data.test.rows
+        videos = data.test.videos()
+        frames, mask = encode_videos(self.backbone, videos, device, eval_cfg["batch_size"], num_workers)
+        position = {v: i for i, v in enumerate(videos.video_ids())}
+        video = masked_mean(frames, mask)[[position[v] for v in rows["video_id"]]]  # (Q, D)
+        question = encode_texts(self.backbone, list(rows["question"]), device, eval_cfg["batch_size"])  # (Q, D)
+        top = self.logits(video, question, eval_cfg["block_size"]).topk(min(5, len(self.answers)), dim=-1).indices
+        ranked = [[self.answers[i] for i in row] for row in top.tolist()]
+        truth, kinds = list(rows["answer"]), list(rows["category"])
+        if predictions is not None:
+            predictions += [{"question_id": q, "video_id": v, "question": text, "prediction": r[0], "answer": a,
+                             "category": k} for q, v, text, r, a, k in
+                            zip(rows["question_id"], rows["video_id"], rows["question"], ranked, truth, kinds)]
+        return qa_metrics(ranked, truth, kinds)
