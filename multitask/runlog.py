@@ -10,10 +10,17 @@ from pathlib import Path
 from multitask.dist import mean_over_ranks
 
 
+def _not_root_info(record: logging.LogRecord) -> bool:
+    """Drop INFO chatter that libraries (open_clip) log on the root logger; keep their warnings."""
+    return record.name != "root" or record.levelno >= logging.WARNING
+
+
 def setup_logging(is_main: bool) -> None:
     """INFO to stderr on the main process, warnings only elsewhere."""
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_root_info)
 
 
 class MetricsLog:

@@ -23,6 +23,7 @@ class VideoInfo:
     num_frames: int
     height: int
     width: int
+    fps: float = 0.0  # 0 when the container does not say
 
 
 def _decord():
@@ -45,9 +46,10 @@ def probe_video(path: str | os.PathLike) -> VideoInfo | str:
         if n == 0:
             return "no frames"
         frames = reader.get_batch([0, n - 1]).asnumpy()  # (2, H, W, 3)
+        fps = float(reader.get_avg_fps() or 0.0)
     except Exception as err:  # decord raises its own DECORDError and RuntimeError variants
         return f"undecodable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
-    return VideoInfo(num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]))
+    return VideoInfo(num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]), fps=fps)
 
 
 def probe_videos(paths: list[str], num_threads: int = 4, show_progress: bool = True) -> dict[str, VideoInfo | str]:
@@ -85,9 +87,18 @@ def crop_box(height: int, width: int, size: int, rng: np.random.Generator | None
     return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
 
 
+def usable_frames(info: VideoInfo, decoded: int, max_seconds: float | None) -> int:
+    """Frames to sample from: all, or those of the first ``max_seconds`` when the frame rate is known."""
+    usable = min(decoded, info.num_frames)
+    if max_seconds is not None and info.fps > 0:
+        usable = min(usable, max(1, int(round(max_seconds * info.fps))))
+    return usable
+
+
 def load_clip(path: str, info: VideoInfo, num_frames: int, image_size: int,
-              rng: np.random.Generator | None = None, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode ``num_frames`` uniformly sampled frames at reduced size.
+              rng: np.random.Generator | None = None, augment: bool = False,
+              max_seconds: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode ``num_frames`` uniformly sampled frames at reduced size (of the first ``max_seconds`` if given).
 
     Returns frames (num_frames, 3, image_size, image_size), CLIP-normalised and zero-padded, and a
     mask (num_frames,) with 1 for real frames. ``rng`` randomises the frame offsets within their
@@ -96,7 +107,7 @@ def load_clip(path: str, info: VideoInfo, num_frames: int, image_size: int,
     short = round(image_size * 1.15) if augment else image_size
     height, width = reduced_size(info, short)
     reader = _decord().VideoReader(path, width=width, height=height, num_threads=1)
-    idx = sample_indices(min(len(reader), info.num_frames), num_frames, rng)
+    idx = sample_indices(usable_frames(info, len(reader), max_seconds), num_frames, rng)
     raw = torch.from_numpy(reader.get_batch(idx.tolist()).asnumpy())  # (t, h, w, 3) uint8
     clip = raw.permute(0, 3, 1, 2).float().div_(255.0)  # (t, 3, h, w)
     if clip.shape[-2:] != (height, width):  # decoders may ignore the requested size

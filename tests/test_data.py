@@ -93,7 +93,22 @@ def test_bad_videos_skip_drops_them(tiny_copy):
 
 
 def test_unknown_data_and_policy(tiny_root):
-    with pytest.raises(ValueError, match="known: msrvtt, msrvtt_qa, synthetic"):
+    with pytest.raises(ValueError, match="known: msrvtt, msrvtt_qa, activitynet, lsmdc, msvd, didemo, synthetic"):
         build_data("retrieval", data_cfg(tiny_root, name="webvid"), show_progress=False)
     with pytest.raises(ValueError, match="known: error, skip"):
         build_data("retrieval", data_cfg(tiny_root, on_bad_video="ignore"), show_progress=False)
+
+
+def test_qa_layout_alone_with_videos_in_a_flat_folder(tiny_copy):
+    """A root holding only msrvtt_qa/ and videos/video<N>.mp4 (no MSR-VTT files, no videos/all)."""
+    for name in ("MSRVTT_data.json", "MSRVTT_train.9k.csv", "MSRVTT_train.7k.csv", "MSRVTT_JSFUSION_test.csv"):
+        (tiny_copy / name).unlink()
+    for video in (tiny_copy / "videos" / "all").glob("*.mp4"):
+        video.rename(tiny_copy / "videos" / video.name)
+    (tiny_copy / "videos" / "all").rmdir()
+    data = build_data("qa", data_cfg(tiny_copy, name="msrvtt_qa"), show_progress=False)
+    item = data.test[0]
+    assert item["video"].shape == (4, 3, 32, 32) and item["question"] and item["answer"]
+    assert data.test.path_of(data.test.rows[0]["video_id"]) == str(tiny_copy / "videos" / f"{data.test.rows[0]['video_id']}.mp4")
+    with pytest.raises(AnnotationError, match="MSRVTT_data.json"):
+        build_data("caption", data_cfg(tiny_copy), show_progress=False)

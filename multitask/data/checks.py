@@ -37,7 +37,7 @@ def probe_with_cache(paths: list[str], cache_file: Path, show_progress: bool) ->
     cache, results, todo = _load_cache(cache_file), {}, []
     for path in paths:
         entry, stamp = cache.get(path), _stamp(path)
-        if entry and stamp and entry["stamp"] == stamp and "info" in entry:
+        if entry and stamp and entry["stamp"] == stamp and len(entry.get("info", [])) == 4:
             results[path] = VideoInfo(*entry["info"])
         else:
             todo.append(path)
@@ -45,7 +45,7 @@ def probe_with_cache(paths: list[str], cache_file: Path, show_progress: bool) ->
     for path in todo:
         if isinstance(results[path], VideoInfo):  # only good files are cached: bad ones are re-checked
             info = results[path]
-            cache[path] = {"stamp": _stamp(path), "info": [info.num_frames, info.height, info.width]}
+            cache[path] = {"stamp": _stamp(path), "info": [info.num_frames, info.height, info.width, info.fps]}
     if todo:
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(cache))

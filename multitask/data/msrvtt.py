@@ -3,7 +3,7 @@
 - ``MSRVTT_data.json``: ``sentences`` (video_id, caption, sen_id) and ``videos`` (video_id, split);
 - ``MSRVTT_train.9k.csv`` / ``MSRVTT_train.7k.csv``: column ``video_id``, the training videos;
 - ``MSRVTT_JSFUSION_test.csv``: ``key,vid_key,video_id,sentence``, the 1k-A test (one caption a clip);
-- videos at ``{root}/videos/all/{video_id}.mp4``.
+- videos at ``{root}/videos/all/{video_id}.mp4`` (or ``{root}/videos/{video_id}.mp4``).
 
 Captioning uses the standard split by the ``split`` field of ``videos`` (6513 train / 497 validate /
 2990 test), with every caption of a video as a reference.
@@ -22,8 +22,14 @@ TEST_FILE = "MSRVTT_JSFUSION_test.csv"
 DATA_FILE = "MSRVTT_data.json"
 
 
-def video_path(root: Path, video_id: str) -> str:
-    return str(root / "videos" / "all" / f"{video_id}.mp4")
+def video_dir(root: Path) -> Path:
+    """``{root}/videos/all`` (the release layout), or ``{root}/videos`` when only that folder exists."""
+    release, flat = root / "videos" / "all", root / "videos"
+    return flat if not release.is_dir() and flat.is_dir() else release
+
+
+def video_file(folder: Path, video_id: str) -> str:
+    return str(folder / f"{video_id}.mp4")
 
 
 def read_sentences(root: Path) -> dict[str, list[str]]:

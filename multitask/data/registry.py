@@ -1,8 +1,9 @@
 """Map ``data.name`` and ``task.name`` to prepared datasets (plain-dict registries).
 
-``data.name`` decides how the data root is prepared (checked, or generated for ``synthetic``); the task
-decides which annotation layout under it is read: MSR-VTT retrieval (9k / 1k-A), the MSR-VTT captioning
-split, or MSRVTT-QA. ``synthetic`` writes all three layouts; ``msrvtt`` and ``msrvtt_qa`` name real roots.
+``data.name`` decides how the data root is prepared (checked, or generated for ``synthetic``) and which
+file layout it holds (``synthetic`` writes the layout named by ``data.layout``); the task decides which
+annotations of that layout are read. MSR-VTT roots serve retrieval (9k / 1k-A), captioning (the
+``split`` field) and MSRVTT-QA; ActivityNet, LSMDC, MSVD and DiDeMo serve retrieval.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import datasets
 
-from multitask.data import msrvtt, msrvtt_qa
+from multitask.data import activitynet, didemo, lsmdc, msrvtt, msrvtt_qa, msvd
 from multitask.data.checks import check_videos
 from multitask.data.tables import cache_dir
+from multitask.data.video_index import index_videos, indexed_path
 from multitask.data.video_text import QADataset, VideoDataset, VideoTextDataset
 
 logger = logging.getLogger(__name__)
@@ -28,13 +30,13 @@ class TaskData:
     train: VideoDataset
     test: VideoDataset
     attributes: list[dict] | None = None  # per test video; synthetic data only (attribute probes)
-    skipped: dict[str, str] = field(default_factory=dict)  # bad video path -> reason
+    skipped: dict[str, str] = field(default_factory=dict)  # bad video path (or id without a file) -> reason
 
 
-def _prepare_msrvtt(cfg: dict, show_progress: bool) -> Path:
+def _existing_root(cfg: dict, show_progress: bool) -> Path:
     root = Path(cfg["root"]).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root={root} does not exist; see the README for the MSR-VTT layout")
+        raise FileNotFoundError(f"data.root={root} does not exist; see the README for the {cfg['name']} layout")
     return root
 
 
@@ -42,17 +44,55 @@ def _prepare_synthetic(cfg: dict, show_progress: bool) -> Path:
     from multitask.data.synthetic import generate_synthetic
 
     return Path(generate_synthetic(Path(cfg["root"]).expanduser(), seed=cfg["seed"], show_progress=show_progress,
-                                   **cfg.get("generator", {})))
+                                   layout=cfg.get("layout", "msrvtt"), **cfg.get("generator", {})))
 
 
-DATA = {"msrvtt": _prepare_msrvtt, "msrvtt_qa": _prepare_msrvtt, "synthetic": _prepare_synthetic}
+DATA: dict[str, Callable[[dict, bool], Path]] = {
+    "msrvtt": _existing_root, "msrvtt_qa": _existing_root, "activitynet": _existing_root, "lsmdc": _existing_root,
+    "msvd": _existing_root, "didemo": _existing_root, "synthetic": _prepare_synthetic}
 
-# task -> (annotation tables of a root, dataset class)
-TABLES: dict[str, tuple[Callable, type[VideoDataset]]] = {
-    "retrieval": (lambda root, cfg: msrvtt.retrieval_tables(root, cfg.get("train_list", "9k")), VideoTextDataset),
-    "caption": (lambda root, cfg: msrvtt.caption_tables(root), VideoTextDataset),
-    "qa": (lambda root, cfg: msrvtt_qa.qa_tables(root), QADataset),
+# file layout -> task -> (root, data config) -> (train rows, test rows)
+TABLES: dict[str, dict[str, Callable]] = {
+    "msrvtt": {"retrieval": lambda root, cfg: msrvtt.retrieval_tables(root, cfg.get("train_list", "9k")),
+               "caption": lambda root, cfg: msrvtt.caption_tables(root),
+               "qa": lambda root, cfg: msrvtt_qa.qa_tables(root)},
+    "activitynet": {"retrieval": activitynet.retrieval_tables},
+    "lsmdc": {"retrieval": lsmdc.retrieval_tables},
+    "msvd": {"retrieval": msvd.retrieval_tables},
+    "didemo": {"retrieval": didemo.retrieval_tables},
 }
+DATASETS: dict[str, type[VideoDataset]] = {"retrieval": VideoTextDataset, "caption": VideoTextDataset,
+                                           "qa": QADataset}
+
+
+def layout_of(cfg: dict) -> str:
+    if cfg["name"] == "synthetic":
+        return cfg.get("layout", "msrvtt")
+    return "msrvtt" if cfg["name"] == "msrvtt_qa" else cfg["name"]
+
+
+def _msrvtt_videos(root: Path, cfg: dict) -> tuple[Callable[[str], str], dict | None]:
+    return partial(msrvtt.video_file, msrvtt.video_dir(root)), None
+
+
+def _indexed_videos(root: Path, cfg: dict) -> tuple[Callable[[str], str], dict | None]:
+    index = index_videos(Path(cfg.get("video_root") or root).expanduser())
+    return partial(indexed_path, index), index
+
+
+VIDEOS = {"msrvtt": _msrvtt_videos, "activitynet": _indexed_videos, "lsmdc": _indexed_videos,
+          "msvd": _indexed_videos, "didemo": _indexed_videos}
+
+
+def _drop_unfound(rows: datasets.Dataset, index: dict[str, str], split: str) -> tuple[datasets.Dataset, dict]:
+    """Leave out (and report) rows whose video id matches no file under the video folder."""
+    keep = [i for i, v in enumerate(rows["video_id"]) if v in index]
+    if len(keep) == len(rows):
+        return rows, {}
+    unfound = sorted(set(rows["video_id"]) - set(index))
+    logger.warning("%d %s videos have no file under the video folder and are left out, e.g. %s", len(unfound),
+                   split, ", ".join(unfound[:5]))
+    return rows.select(keep), {v: "no video file with this id" for v in unfound}
 
 
 def _synthetic_attributes(root: Path, video_ids: list[str]) -> list[dict] | None:
@@ -67,21 +107,35 @@ def _drop_bad(rows: datasets.Dataset, path_of: Callable[[str], str], infos: dict
     return rows.select([i for i, v in enumerate(rows["video_id"]) if path_of(v) in infos])
 
 
-def build_data(task: str, cfg: dict, show_progress: bool = True) -> TaskData:
-    """Parse the task's annotations, check every video once (``data.on_bad_video``), build the datasets."""
+def _tables(task: str, cfg: dict) -> Callable:
     if cfg["name"] not in DATA:
         raise ValueError(f"unknown data {cfg['name']!r}; known: {', '.join(DATA)}")
-    if task not in TABLES:
-        raise ValueError(f"no data layout for task {task!r}; known: {', '.join(TABLES)}")
+    layout = layout_of(cfg)
+    if layout not in TABLES:
+        raise ValueError(f"unknown data.layout {layout!r}; known: {', '.join(TABLES)}")
+    if task not in TABLES[layout]:
+        raise ValueError(f"the {layout} layout has no annotations for task {task!r}; it serves: "
+                         f"{', '.join(TABLES[layout])}")
+    return TABLES[layout][task]
+
+
+def build_data(task: str, cfg: dict, show_progress: bool = True) -> TaskData:
+    """Parse the task's annotations, check every video once (``data.on_bad_video``), build the datasets."""
+    tables = _tables(task, cfg)
     root = DATA[cfg["name"]](cfg, show_progress)
-    tables, dataset_class = TABLES[task]
     train_rows, test_rows = tables(root, cfg)
-    path_of = partial(msrvtt.video_path, root)
+    path_of, index = VIDEOS[layout_of(cfg)](root, cfg)
+    unfound: dict[str, str] = {}
+    if index is not None:
+        (train_rows, lost_train), (test_rows, lost_test) = (_drop_unfound(rows, index, split) for rows, split in
+                                                            ((train_rows, "training"), (test_rows, "test")))
+        unfound = {**lost_train, **lost_test}
     paths = [path_of(v) for v in dict.fromkeys(list(train_rows["video_id"]) + list(test_rows["video_id"]))]
     infos, bad = check_videos(paths, cache_dir(root) / "video_probe.json", cfg["on_bad_video"], show_progress)
     if bad:
         train_rows, test_rows = (_drop_bad(rows, path_of, infos) for rows in (train_rows, test_rows))
     common = dict(path_of=path_of, infos=infos, num_frames=cfg["num_frames"], image_size=cfg["image_size"])
+    dataset_class = DATASETS[task]
     train = dataset_class(train_rows, train=True, seed=cfg["seed"], augment=cfg.get("augment", False), **common)
     test = dataset_class(test_rows, train=False, **common)
-    return TaskData(train, test, _synthetic_attributes(root, test.video_ids()), bad)
+    return TaskData(train, test, _synthetic_attributes(root, test.video_ids()), {**unfound, **bad})

@@ -13,6 +13,10 @@ so the real loaders read it unchanged::
     synthetic_attributes.json          {"video{i}": {colour, shape, direction, background, num_frames, ...}}
     .synthetic_complete.json           the generation parameters, written last (the cache marker)
 
+With ``layout=activitynet|lsmdc|msvd|didemo`` the same clips are written under ``videos/`` with that
+dataset's ids and file names, beside its annotation files (``synthetic_layouts``);
+``synthetic_attributes.json`` is then keyed by those ids.
+
 Ids 0..num_train-1 are "train", then "validate", then "test". Each clip shows one big filled shape
 (radius 0.2-0.3 of the frame, saturated colour) travelling in a straight line (left/right/up/down,
 at least 40% of the frame) over a low-saturation texture; some clips add a small static distractor
@@ -27,6 +31,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ try:
 except ImportError:  # not POSIX: no cross-process lock
     fcntl = None
 
+from multitask.data.synthetic_layouts import LAYOUTS
 from multitask.data.synthetic_words import (BACKGROUND_WORDS, CAPTION_TEMPLATES, COLOUR_WORDS, COLOURS,
                                             DIRECTION_ADJECTIVES, DIRECTIONS, MOTION_PATHS, MOTION_VERBS,
                                             QA_CATEGORY, QUESTION_TEMPLATES, SHAPE_WORDS)
@@ -49,18 +55,23 @@ MARKER = ".synthetic_complete.json"
 
 _QA_SPLIT_FILE = {"train": "train_qa.json", "validate": "val_qa.json", "test": "test_qa.json"}
 _SUPERSAMPLE = 4
+_CONTAINERS = {".mp4": "mp4", ".avi": "avi", ".mkv": "matroska"}
 
 
 def generate_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, num_val: int = 100,
                        num_test: int = 300, num_retrieval_test: int = 200, size: int = 64,
                        min_frames: int = 12, max_frames: int = 20, fps: int = 8, show_progress: bool = True,
-                       distractor_prob: float = 0.25) -> Path:
-    """Write the synthetic dataset under ``root`` (or reuse it if cached with identical parameters)."""
+                       distractor_prob: float = 0.25, layout: str = "msrvtt") -> Path:
+    """Write the synthetic dataset under ``root`` (or reuse it if cached with identical parameters).
+
+    ``layout``: ``msrvtt`` (MSR-VTT and MSRVTT-QA files) or one of ``activitynet``, ``lsmdc``, ``msvd``,
+    ``didemo`` (that dataset's files and video names; see ``synthetic_layouts``). The clips are the same.
+    """
     root = Path(root)
     counts = dict(seed=seed, num_train=num_train, num_val=num_val, num_test=num_test, size=size, fps=fps,
                   num_retrieval_test=num_retrieval_test, min_frames=min_frames, max_frames=max_frames)
     params = {"format_version": FORMAT_VERSION, **{k: int(v) for k, v in counts.items()},
-              "distractor_prob": float(distractor_prob)}
+              "distractor_prob": float(distractor_prob), "layout": layout}
     _check_params(params)
     if _read_json_or_none(root / MARKER) == params:
         return root
@@ -73,25 +84,36 @@ def generate_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, nu
     return root
 
 
+def _msrvtt_file(i: int, clip: dict[str, Any]) -> tuple[str, str]:
+    return f"video{i}", f"all/video{i}.mp4"
+
+
 def _generate(root: Path, p: dict[str, Any], show_progress: bool) -> None:
     """Write every clip, then the annotations, then the marker (so an interrupted run is redone)."""
     (root / MARKER).unlink(missing_ok=True)
-    video_dir = root / "videos" / "all"
-    video_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root / "videos", ignore_errors=True)  # stale clips of an earlier, larger or other layout
+    name_of = _msrvtt_file if p["layout"] == "msrvtt" else LAYOUTS[p["layout"]][0]
     sizes = [p["num_train"], p["num_val"], p["num_test"]]
     splits = [split for split, n in zip(("train", "validate", "test"), sizes) for _ in range(n)]
     combos = _balanced_combos(sizes, np.random.default_rng([p["seed"], 0]))
     clips: list[dict[str, Any]] = []
+    ids: list[str] = []
     for i in tqdm(range(len(splits)), desc="synthetic clips", disable=not show_progress):
         rng = np.random.default_rng([p["seed"], 1, i])  # one stream per clip
         attrs = _sample_attributes(combos[i], splits[i], p, rng)
         frames = _render_clip(attrs, p["size"], rng)  # (T, H, W, 3) uint8
-        _encode_mp4(frames, video_dir / f"video{i}.mp4", p["fps"])
+        video_id, relative = name_of(i, attrs)
+        _encode(frames, root / "videos" / relative, p["fps"])
         attrs["captions"] = _captions(attrs, rng)
         attrs["questions"] = _questions(attrs, p["distractor_prob"] > 0, rng)
         clips.append(attrs)
-    _remove_stale_videos(video_dir, len(splits))
-    _write_annotations(root, clips, p["num_retrieval_test"], p["fps"])
+        ids.append(video_id)
+    if p["layout"] == "msrvtt":
+        _write_annotations(root, clips, p["num_retrieval_test"], p["fps"])
+    else:
+        LAYOUTS[p["layout"]][1](root, clips, ids, p["fps"])
+    attributes = {v: {k: x for k, x in c.items() if k not in ("captions", "questions")} for v, c in zip(ids, clips)}
+    _write_text(root / "synthetic_attributes.json", json.dumps(attributes, indent=1))
     _write_text(root / MARKER, json.dumps(p, indent=1))
 
 
@@ -106,6 +128,8 @@ def _check_params(p: dict[str, Any]) -> None:
         raise ValueError(f"num_retrieval_test ({p['num_retrieval_test']}) must be in [0, num_test]")
     if not 0.0 <= p["distractor_prob"] <= 1.0:
         raise ValueError(f"distractor_prob must be in [0, 1], got {p['distractor_prob']}")
+    if p["layout"] != "msrvtt" and p["layout"] not in LAYOUTS:
+        raise ValueError(f"unknown layout {p['layout']!r}; known: msrvtt, {', '.join(LAYOUTS)}")
 
 
 def _balanced_combos(split_sizes: list[int], rng: np.random.Generator) -> list[tuple[str, str, str]]:
@@ -253,10 +277,12 @@ def _render_clip(attrs: dict[str, Any], size: int, rng: np.random.Generator) -> 
     return frames
 
 
-def _encode_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
-    """Encode (T, H, W, 3) uint8 RGB frames as H.264 yuv420p .mp4 (single-threaded: bit-exact)."""
+def _encode(frames: np.ndarray, path: Path, fps: int) -> None:
+    """Encode (T, H, W, 3) uint8 RGB frames as H.264 yuv420p in the container of the file's extension
+    (.mp4, .avi or .mkv; single-threaded: bit-exact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    with av.open(str(tmp), mode="w", format=_CONTAINERS[path.suffix]) as container:
         stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "18"})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -306,8 +332,8 @@ def _questions(attrs: dict[str, Any], with_count: bool, rng: np.random.Generator
 
 
 def _write_annotations(root: Path, clips: list[dict[str, Any]], num_retrieval_test: int, fps: int) -> None:
-    """MSRVTT_data.json, the three CSV lists, MSRVTT-QA files and synthetic_attributes.json."""
-    videos, sentences, attributes = [], [], {}
+    """MSRVTT_data.json, the three CSV lists and the MSRVTT-QA files."""
+    videos, sentences = [], []
     qa: dict[str, list[dict[str, Any]]] = {split: [] for split in _QA_SPLIT_FILE}
     for i, clip in enumerate(clips):
         vid = f"video{i}"
@@ -316,7 +342,6 @@ def _write_annotations(root: Path, clips: list[dict[str, Any]], num_retrieval_te
         sentences += [{"caption": c, "video_id": vid, "sen_id": len(sentences) + k}
                       for k, c in enumerate(clip["captions"])]
         qa[clip["split"]] += [{**q, "video_id": i} for q in clip["questions"]]
-        attributes[vid] = {k: v for k, v in clip.items() if k not in ("captions", "questions")}
     info = {"contributor": "multitask synthetic generator", "data_created": "synthetic", "version": "1.0",
             "description": "synthetic MSR-VTT-shaped dataset of moving shapes", "year": "synthetic"}
     _write_text(root / "MSRVTT_data.json", json.dumps({"info": info, "videos": videos, "sentences": sentences}))
@@ -334,7 +359,6 @@ def _write_annotations(root: Path, clips: list[dict[str, Any]], num_retrieval_te
         rows = [{**q, "id": next_id + k} for k, q in enumerate(qa[split])]
         next_id += len(rows)
         _write_text(root / "msrvtt_qa" / name, json.dumps(rows))
-    _write_text(root / "synthetic_attributes.json", json.dumps(attributes, indent=1))
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -355,11 +379,3 @@ def _read_json_or_none(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # missing or half-written
         return None
-
-
-def _remove_stale_videos(video_dir: Path, num_videos: int) -> None:
-    """Drop clips and partial files left by an earlier, larger or interrupted generation."""
-    for path in video_dir.glob("video*"):
-        stem = path.name.removeprefix("video").split(".")[0]
-        if path.name.endswith(".part") or (stem.isdigit() and int(stem) >= num_videos):
-            path.unlink()

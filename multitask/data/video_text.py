@@ -38,10 +38,11 @@ class VideoDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator | None:
         return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
 
-    def _clip(self, video_id: str, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    def _clip(self, video_id: str, rng: np.random.Generator | None,
+              max_seconds: float | None = None) -> dict[str, torch.Tensor]:
         path = self.path_of(video_id)
         video, mask = load_clip(path, self.infos[path], self.num_frames, self.image_size, rng,
-                                augment=self.augment and self.train)
+                                augment=self.augment and self.train, max_seconds=max_seconds)
         return {"video": video, "video_mask": mask}  # (T, 3, H, W), (T,)
 
     def __getitem__(self, index: int) -> dict:
@@ -49,8 +50,8 @@ class VideoDataset(Dataset):
 
 
 class VideoTextDataset(VideoDataset):
-    """Rows ``{"video_id", "captions"}``: one item per video with one of its captions
-    (a random one in training, the first in evaluation)."""
+    """Rows ``{"video_id", "captions"}`` (and optionally ``"max_seconds"``: use only the clip's start):
+    one item per video with one of its captions (a random one in training, the first in evaluation)."""
 
     def captions(self) -> tuple[list[str], list[int]]:
         """All captions grouped by video in order, and the number per video."""
@@ -61,7 +62,7 @@ class VideoTextDataset(VideoDataset):
         row, rng = self.rows[index], self._rng(index)
         captions = row["captions"]
         caption = captions[int(rng.integers(len(captions)))] if rng is not None else captions[0]
-        return {**self._clip(row["video_id"], rng), "text": caption, "index": index}
+        return {**self._clip(row["video_id"], rng, row.get("max_seconds")), "text": caption, "index": index}
 
 
 class QADataset(VideoDataset):
