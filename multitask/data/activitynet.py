@@ -10,14 +10,11 @@ Ids in a list without captions are reported and left out.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import datasets
 
-from multitask.data.tables import AnnotationError, cached_table, read_json, require_fields
-
-logger = logging.getLogger(__name__)
+from multitask.data.tables import AnnotationError, cached_table, listed_rows, read_json, require_fields
 
 SPLITS = {"train": ("train_ids.json", "train.json"), "test": ("val_ids.json", "val_1.json")}
 
@@ -34,18 +31,14 @@ def _rows(root: Path, split: str) -> list[dict]:
     ids, captions = read_json(ids_file), read_json(captions_file)
     if not isinstance(ids, list) or not isinstance(captions, dict):
         raise AnnotationError(f"{ids_file} must hold a list of ids and {captions_file} an object of id -> record")
-    rows, missing = [], []
-    for video_id in dict.fromkeys(str(v) for v in ids):
+    def row(video_id: str) -> dict | None:
         if video_id not in captions:
-            missing.append(video_id)
-            continue
-        record = require_fields(captions[video_id], ("sentences",), f"{captions_file} [{video_id}]")
-        rows.append({"video_id": video_id, "captions": [paragraph(record["sentences"], f"{captions_file} [{video_id}]")]})
-    if missing:
-        logger.warning("%s: %d of %d ids have no captions in %s and are left out, e.g. %s", ids_file.name,
-                       len(missing), len(missing) + len(rows), captions_file.name, ", ".join(missing[:5]))
-    return rows
+            return None
+        where = f"{captions_file} [{video_id}]"
+        record = require_fields(captions[video_id], ("sentences",), where)
+        return {"video_id": video_id, "captions": [paragraph(record["sentences"], where)]}
 
+    return listed_rows((str(v) for v in ids), row, ids_file, captions_file)
 
 def retrieval_tables(root: Path, cfg: dict) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, test) rows ``{"video_id", "captions": [paragraph]}``."""

@@ -11,16 +11,13 @@ A video's descriptions, in file order, are joined into one paragraph; the clip i
 """
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from pathlib import Path
 
 import datasets
 
 from multitask.data.msvd import read_list
-from multitask.data.tables import AnnotationError, cached_table, read_json, require_fields
-
-logger = logging.getLogger(__name__)
+from multitask.data.tables import AnnotationError, cached_table, listed_rows, read_json, require_fields
 
 SPLITS = {"train": ("train_list.txt", "train_data.json"), "test": ("test_list.txt", "test_data.json")}
 MAX_SECONDS = 30.0
@@ -36,17 +33,12 @@ def _rows(root: Path, split: str) -> list[dict]:
         record = require_fields(record, ("video", "description"), f"{data_file} [{i}]")
         if str(record["description"]).strip():
             descriptions[str(record["video"])].append(str(record["description"]).strip())
-    rows, missing = [], []
-    for video in dict.fromkeys(read_list(list_file)):
+    def row(video: str) -> dict | None:
         if not descriptions.get(video):
-            missing.append(video)
-            continue
-        rows.append({"video_id": video, "captions": [" ".join(descriptions[video])], "max_seconds": MAX_SECONDS})
-    if missing:
-        logger.warning("%s: %d of %d videos have no description in %s and are left out, e.g. %s", list_file.name,
-                       len(missing), len(missing) + len(rows), data_file.name, ", ".join(missing[:5]))
-    return rows
+            return None
+        return {"video_id": video, "captions": [" ".join(descriptions[video])], "max_seconds": MAX_SECONDS}
 
+    return listed_rows(read_list(list_file), row, list_file, data_file)
 
 def retrieval_tables(root: Path, cfg: dict) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, test) rows ``{"video_id", "captions": [paragraph], "max_seconds": 30}``."""

@@ -55,6 +55,23 @@ def require_fields(record: object, fields: Iterable[str], where: str) -> dict:
     return record
 
 
+def listed_rows(ids: Iterable[str], make_row: Callable[[str], dict | None], list_file: Path,
+                source: Path) -> list[dict]:
+    """One row per distinct listed id, in list order; ids ``make_row`` has nothing for (no captions in
+    ``source``) are reported and left out, as real id lists contain them."""
+    rows, missing = [], []
+    for video_id in dict.fromkeys(ids):
+        row = make_row(video_id)
+        if row is None:
+            missing.append(video_id)
+        else:
+            rows.append(row)
+    if missing:
+        logger.warning("%s: %d of %d ids have no captions in %s and are left out, e.g. %s", list_file.name,
+                       len(missing), len(missing) + len(rows), source.name, ", ".join(missing[:5]))
+    return rows
+
+
 def cache_dir(root: Path) -> Path:
     """``{root}/.cache`` when writable, else a per-root folder under ~/.cache/emcl-multitask."""
     local = root / ".cache"
