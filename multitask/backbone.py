@@ -1,7 +1,9 @@
 """open_clip towers, temporal modules, frame pooling and pretrained-weight loading."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import open_clip
@@ -17,6 +19,18 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 POOLINGS = ("mean", "text_conditioned")
+
+
+@contextlib.contextmanager
+def _root_warnings_silenced() -> Iterator[None]:
+    """Raise the root logger (where open_clip logs) to ERROR for the duration."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -41,10 +55,13 @@ class VideoTextBackbone(nn.Module):
         known = open_clip.list_models()
         if clip not in known:
             raise ValueError(f"unknown model.clip {clip!r}; open_clip knows: {', '.join(known)}")
-        self.clip = open_clip.create_model(clip, pretrained=None, force_context_length=max_words,
-                                           force_image_size=image_size)  # position embeddings resized to fit
+        with _root_warnings_silenced():  # open_clip warns "no pretrained weights" even when we load them next
+            self.clip = open_clip.create_model(clip, pretrained=None, force_context_length=max_words,
+                                               force_image_size=image_size)  # position embeddings resized to fit
         if pretrained:
             load_clip_weights(self.clip, clip, pretrained)
+        else:
+            logger.info("model.clip=%s initialised randomly (model.pretrained is null)", clip)
         self.tokenizer = open_clip.get_tokenizer(clip, context_length=max_words)
         self.pooling, self.max_words = pooling, max_words
         self.clip.visual.output_tokens = temporal == "spacetime"

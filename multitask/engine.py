@@ -188,13 +188,15 @@ def check_finite(loss: torch.Tensor, step: int) -> None:
 
 
 def save_checkpoint(run: Run) -> None:
-    """accelerate state plus the task's files (tokenizer, answer vocabulary), written atomically."""
+    """accelerate state plus the task's files (tokenizer, answer vocabulary) and the resolved config
+    (``multitask.load`` rebuilds the model from it), written atomically."""
     conf, accelerator, loop = run.conf, run.accelerator, run.loop
     root = Path(conf["output_dir"]) / "checkpoints"
     staging = ckpt.staging_dir(root, loop.step)
     accelerator.save_state(str(staging))
     if accelerator.is_main_process:
         accelerator.unwrap_model(run.task).save_assets(staging)
+        (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))  # to rebuild the model
         meta = {"task": conf["task"]["name"], "step": loop.step, "epoch": loop.epoch,
                 "batch_in_epoch": loop.batch_in_epoch}
         ckpt.finalize(root, loop.step, meta, conf["trainer"].get("checkpoints_total_limit"))

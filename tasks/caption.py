@@ -54,6 +54,7 @@ class CaptionTask(nn.Module):
     frame tokens and the (reconstructed) video token."""
 
     name = "caption"
+    heads = ("caption",)  # what multitask.load users may ask of it
 
     def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None, tokenizer: CaptionTokenizer,
                  decoder: CaptionDecoder, emcl_loss_weight: float = 1.0, label_smoothing: float = 0.1,

@@ -58,6 +58,7 @@ class QATask(nn.Module):
     reconstructed features (at evaluation EMCL then runs on fixed blocks of (video, question) pairs)."""
 
     name = "qa"
+    heads = ("qa",)  # what multitask.load users may ask of it
 
     def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None, answers: list[str],
                  classifier: AnswerClassifier, emcl_loss_weight: float = 0.5,

@@ -53,6 +53,7 @@ class RetrievalTask(nn.Module):
     with gradient before EMCL and the loss, so the loss is a function of the global batch."""
 
     name = "retrieval"
+    heads = ("retrieval",)  # what multitask.load users may ask of it
 
     def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None) -> None:
         super().__init__()

@@ -1,0 +1,150 @@
+"""Use a trained checkpoint on your own videos: ``multitask.load(checkpoint)``.
+
+    model = multitask.load("outputs/retrieval/default/checkpoints/last")
+    index = model.build_index(["a.mp4", "b.mp4"])            # or VideoIndex.load(folder)
+    model.search("a red ball rolls left", k=5, index=index)  # [(video id, score), ...]
+    model.caption(["a.mp4"]); model.answer("a.mp4", "what colour is the ball?")
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from safetensors.torch import load_model
+from tqdm.auto import tqdm
+
+from multitask.backbone import masked_mean
+from multitask.checkpoint import read_meta
+from multitask.video import VideoInfo, load_clip, probe_video
+
+
+class UnreadableVideoError(ValueError):
+    """Some input videos are missing or cannot be decoded; the message lists each with its reason."""
+
+
+@dataclass
+class FrameFeatures:
+    """Per-frame features of a set of videos, before pooling and EMCL."""
+    ids: list[str]
+    frames: torch.Tensor  # (N, T, D)
+    mask: torch.Tensor  # (N, T)
+
+
+def probe_all(paths: list[str]) -> tuple[dict[str, VideoInfo], dict[str, str]]:
+    """(info of readable videos, reason for each unreadable one)."""
+    results = {p: probe_video(p) for p in paths}
+    return ({p: r for p, r in results.items() if isinstance(r, VideoInfo)},
+            {p: r for p, r in results.items() if not isinstance(r, VideoInfo)})
+
+
+def require_readable(paths: list[str]) -> dict[str, VideoInfo]:
+    good, bad = probe_all(paths)
+    if bad:
+        listing = "\n".join(f"  {p}: {reason}" for p, reason in bad.items())
+        raise UnreadableVideoError(f"{len(bad)} of {len(paths)} videos cannot be read:\n{listing}")
+    return good
+
+
+class Model:
+    """A task module rebuilt from a checkpoint, with batched helpers over video files and texts."""
+
+    def __init__(self, task: torch.nn.Module, conf: dict, checkpoint: Path, device: torch.device) -> None:
+        self.task, self.conf, self.checkpoint, self.device = task.to(device).eval(), conf, checkpoint, device
+        self.backbone = task.backbone
+        self.num_frames, self.image_size = conf["data"]["num_frames"], conf["data"]["image_size"]
+        self.block_size = conf["eval"]["block_size"]
+
+    @property
+    def task_name(self) -> str:
+        return self.conf["task"]["name"]
+
+    def _batches(self, paths: list[str], infos: dict[str, VideoInfo], batch_size: int,
+                 progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in tqdm(range(0, len(paths), batch_size), desc="encoding videos", disable=not progress or len(paths) <= batch_size):
+            clips = [load_clip(p, infos[p], self.num_frames, self.image_size) for p in paths[i: i + batch_size]]
+            yield torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips])
+
+    @torch.no_grad()
+    def encode_frames(self, paths: list[str], batch_size: int = 16, progress: bool = True,
+                      infos: dict[str, VideoInfo] | None = None) -> FrameFeatures:
+        """Per-frame features of every video (raises UnreadableVideoError naming each bad file)."""
+        paths = [str(p) for p in paths]
+        infos = infos if infos is not None else require_readable(paths)
+        frames, masks = [], []
+        for video, mask in self._batches(paths, infos, batch_size, progress):
+            mask = mask.to(self.device)
+            frames.append(self.backbone.encode_frames(video.to(self.device), mask).float().cpu())
+            masks.append(mask.cpu())
+        return FrameFeatures([Path(p).stem for p in paths], torch.cat(frames), torch.cat(masks))
+
+    def embed_videos(self, paths: list[str], batch_size: int = 16) -> torch.Tensor:
+        """(N, D) L2-normalised mean-pooled video embeddings (before EMCL, which works on sets)."""
+        feats = self.encode_frames(paths, batch_size)
+        return F.normalize(masked_mean(feats.frames, feats.mask), dim=-1)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """(N, D) L2-normalised text embeddings from the CLIP text tower."""
+        out = [self.backbone.encode_text(self.backbone.tokenize(texts[i: i + batch_size]).to(self.device)).float().cpu()
+               for i in range(0, len(texts), batch_size)]
+        return F.normalize(torch.cat(out), dim=-1)
+
+    def _head(self, name: str) -> torch.nn.Module:
+        if name not in getattr(self.task, "heads", ()):
+            raise ValueError(f"checkpoint {self.checkpoint} was trained for task={self.task_name}; {name} needs a "
+                             f"checkpoint with a {name} head")
+        return self.task
+
+    @torch.no_grad()
+    def search(self, query: str, k: int = 5, index: FrameFeatures | None = None) -> list[tuple[str, float]]:
+        """The k best videos of ``index`` for ``query``, scored through EMCL as at evaluation."""
+        from tasks.retrieval import blockwise_similarity
+
+        if index is None or not index.ids:
+            raise ValueError("search needs a non-empty index (Model.encode_frames, or VideoIndex.load)")
+        task = self._head("retrieval")
+        text = self.backbone.encode_text(self.backbone.tokenize([query]).to(self.device)).float()  # (1, D)
+        sim = blockwise_similarity(task.head, text, index.frames.to(self.device), index.mask.to(self.device),
+                                   self.block_size)[0].cpu()  # (N,)
+        top = sim.topk(min(k, len(index.ids)))
+        return [(index.ids[i], float(s)) for s, i in zip(top.values, top.indices)]
+
+    @torch.no_grad()
+    def caption(self, paths: list[str], batch_size: int = 16) -> list[str]:
+        """One generated caption per video."""
+        task = self._head("caption")
+        feats = self.encode_frames(paths, batch_size)
+        video = task.video_features(feats.frames.to(self.device), feats.mask.to(self.device), self.block_size)
+        return task.generate(feats.frames.to(self.device), feats.mask.to(self.device), video, batch_size)
+
+    @torch.no_grad()
+    def answer(self, path: str, question: str, k: int = 1) -> str | list[str]:
+        """The best answer (or the k best) to ``question`` about the video at ``path``."""
+        task = self._head("qa")
+        feats = self.encode_frames([path], progress=False)
+        video = masked_mean(feats.frames, feats.mask).to(self.device)  # (1, D)
+        text = self.backbone.encode_text(self.backbone.tokenize([question]).to(self.device)).float()  # (1, D)
+        top = task.logits(video, text, self.block_size)[0].topk(min(k, len(task.answers))).indices
+        answers = [task.answers[i] for i in top.tolist()]
+        return answers[0] if k == 1 else answers
+
+
+def load(checkpoint: str | Path, device: str | None = None) -> Model:
+    """Rebuild the task from a checkpoint folder (its config.yaml, tokenizer / answers, weights)."""
+    from tasks import build_task
+
+    folder = Path(checkpoint).expanduser()
+    if not (folder / "config.yaml").is_file():
+        raise FileNotFoundError(f"{folder} is not a checkpoint folder with a config.yaml "
+                                "(expected e.g. outputs/<task>/default/checkpoints/last)")
+    conf = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True)
+    read_meta(folder, conf["task"]["name"])
+    conf["model"]["pretrained"] = None  # the checkpoint holds every weight: never look for CLIP weights
+    task = build_task(conf, None, assets=folder)
+    load_model(task, str(folder / "model.safetensors"))
+    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return Model(task, conf, folder, chosen)

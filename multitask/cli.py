@@ -1,0 +1,139 @@
+"""The ``multitask`` command: use trained checkpoints on your own videos and embeddings, check datasets.
+
+    multitask index VIDEO_DIR --checkpoint C --out INDEX
+    multitask search INDEX "a query" -k 5
+    multitask caption --checkpoint C clip.mp4 ...
+    multitask answer --checkpoint C clip.mp4 "question"
+    multitask emcl-score TEXT.npy VIDEO.npy [--out SCORES.npy]
+    multitask doctor --data msrvtt --root DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from multitask.api import load
+    from multitask.search_index import build_index
+
+    summary = build_index(load(args.checkpoint), args.video_dir, args.out, args.batch_size)
+    print(f"{args.out}: {summary['added']} videos added, {summary['already']} already indexed, "
+          f"{len(summary['failed'])} unreadable")
+    for path, reason in summary["failed"].items():
+        print(f"  unreadable: {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from multitask.api import load
+    from multitask.search_index import load_index
+
+    index, checkpoint = load_index(args.index)
+    for rank, (video_id, score) in enumerate(load(args.checkpoint or checkpoint).search(args.query, args.k, index), 1):
+        print(f"{rank}\t{video_id}\t{score:.4f}")
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from multitask.api import load
+
+    for path, text in zip(args.videos, load(args.checkpoint).caption([str(p) for p in args.videos])):
+        print(f"{path}\t{text}")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    from multitask.api import load
+
+    print(load(args.checkpoint).answer(str(args.video), args.question))
+    return 0
+
+
+def cmd_emcl_score(args: argparse.Namespace) -> int:
+    from multitask.emcl import emcl_similarity
+    from multitask.metrics import format_table, retrieval_metrics
+
+    text, video = (torch.from_numpy(np.load(p)).float() for p in (args.text, args.video))
+    scores = emcl_similarity(text, video, seed=args.seed, num_bases=args.num_bases, iters=args.iters).numpy()
+    np.save(args.out, scores)
+    print(f"{args.out}: scores {scores.shape[0]} texts x {scores.shape[1]} videos")
+    if scores.shape[0] == scores.shape[1]:  # row i matches column i
+        metrics = {f"t2v/{k}": v for k, v in retrieval_metrics(scores).items()}
+        metrics.update({f"v2t/{k}": v for k, v in retrieval_metrics(scores.T).items()})
+        print(format_table(metrics))
+        if args.metrics:
+            Path(args.metrics).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from multitask.doctor import diagnose
+
+    report = diagnose(args.data, args.root, args.video_root)
+    print("\n".join(report.lines))
+    print(f"{len(report.problems)} problem(s) found" if report.problems else "no problems found")
+    return 1 if report.problems else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multitask", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("index", help="embed every video under a folder once (resumable)")
+    p.add_argument("video_dir", type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(run=cmd_index)
+    p = sub.add_parser("search", help="rank the indexed videos for a text query (EMCL as at evaluation)")
+    p.add_argument("index", type=Path)
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
+    p.set_defaults(run=cmd_search)
+    p = sub.add_parser("caption", help="caption video files")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("videos", nargs="+", type=Path)
+    p.set_defaults(run=cmd_caption)
+    p = sub.add_parser("answer", help="answer a question about a video file")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("video", type=Path)
+    p.add_argument("question")
+    p.set_defaults(run=cmd_answer)
+    p = sub.add_parser("emcl-score", help="out-of-the-box EMCL on embeddings from any model (paper Table 2)")
+    p.add_argument("text", type=Path, help=".npy (num_texts, D)")
+    p.add_argument("video", type=Path, help=".npy (num_videos, D)")
+    p.add_argument("--out", type=Path, default=Path("emcl_scores.npy"))
+    p.add_argument("--metrics", type=Path, help="also write the retrieval metrics (square input) as JSON")
+    p.add_argument("--num-bases", type=int, default=32)
+    p.add_argument("--iters", type=int, default=9)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_emcl_score)
+    p = sub.add_parser("doctor", help="check a dataset: files, decodability, counts, ids, text statistics")
+    p.add_argument("--data", required=True, help="msrvtt, msrvtt_qa, activitynet, lsmdc, msvd or didemo")
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--video-root", type=Path)
+    p.set_defaults(run=cmd_doctor)
+    return parser
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as err:  # bad input: one clear line, no traceback
+        print(f"multitask {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""A resumable on-disk index of per-frame video features for ``multitask search``.
+
+Folder layout: ``index.json`` ({"checkpoint", "entries": [{"id", "path", "part"}], "failed": {path: reason}})
+and ``part_<k>.safetensors`` ({"frames": (n, T, D), "mask": (n, T)}). Each batch is written as a new
+part and then recorded in ``index.json`` (atomically), so an interrupted run loses at most one batch
+and a re-run encodes only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from multitask.api import FrameFeatures, Model, probe_all
+from multitask.data.video_index import VIDEO_EXTENSIONS
+
+META = "index.json"
+
+
+def video_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"video folder {folder} does not exist")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def _read_meta(out: Path, checkpoint: str) -> dict:
+    if not (out / META).is_file():
+        return {"checkpoint": checkpoint, "entries": [], "failed": {}}
+    meta = json.loads((out / META).read_text())
+    if meta["checkpoint"] != checkpoint:
+        raise ValueError(f"index {out} was built with checkpoint {meta['checkpoint']}, not {checkpoint}: "
+                         "use another --out folder")
+    return meta
+
+
+def _write_meta(out: Path, meta: dict) -> None:
+    tmp = out / (META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, out / META)
+
+
+def build_index(model: Model, video_dir: Path, out: Path, batch_size: int = 16) -> dict:
+    """Encode every video under ``video_dir`` not yet in the index at ``out``; bad files are recorded.
+
+    Returns {"added", "already", "failed": {path: reason}}.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    meta = _read_meta(out, str(model.checkpoint.resolve()))
+    done = {e["path"] for e in meta["entries"]}
+    files = video_files(video_dir)
+    todo = [str(p) for p in files if str(p) not in done]
+    good, bad = probe_all(todo)
+    readable = [p for p in todo if p in good]
+    part = 1 + max((e["part"] for e in meta["entries"]), default=-1)
+    for i in tqdm(range(0, len(readable), batch_size), desc="indexing", disable=not readable):
+        batch = readable[i: i + batch_size]
+        feats = model.encode_frames(batch, batch_size, progress=False, infos=good)
+        save_file({"frames": feats.frames.contiguous(), "mask": feats.mask.contiguous()},
+                  str(out / f"part_{part}.safetensors"))
+        meta["entries"] += [{"id": str(Path(p).relative_to(video_dir).with_suffix("")), "path": p, "part": part}
+                            for p in batch]
+        _write_meta(out, meta)
+        part += 1
+    meta["failed"] = bad
+    _write_meta(out, meta)
+    return {"added": len(readable), "already": len(files) - len(todo), "failed": bad}
+
+
+def load_index(folder: Path) -> tuple[FrameFeatures, str]:
+    """(the indexed features in entry order, the checkpoint they were made with)."""
+    if not (folder / META).is_file():
+        raise FileNotFoundError(f"{folder} is not an index (no {META}); build one with `multitask index`")
+    meta = json.loads((folder / META).read_text())
+    parts = sorted({e["part"] for e in meta["entries"]})
+    tensors = [load_file(str(folder / f"part_{k}.safetensors")) for k in parts]
+    if not tensors:
+        raise ValueError(f"index {folder} holds no videos")
+    frames = torch.cat([t["frames"] for t in tensors])  # (N, T, D)
+    mask = torch.cat([t["mask"] for t in tensors])  # (N, T)
+    return FrameFeatures([e["id"] for e in meta["entries"]], frames, mask), meta["checkpoint"]

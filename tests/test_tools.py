@@ -1,0 +1,120 @@
+"""multitask.load and the `multitask` command on trained checkpoints, your own video files and embeddings."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import multitask
+from multitask.emcl import emcl_similarity
+from multitask.metrics import retrieval_metrics
+from multitask.search_index import load_index
+from test_train_e2e import GEN, run_train
+
+CLI = [sys.executable, "-m", "multitask.cli"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("tools")
+    out = {"data": base / "data"}
+    for task in ("retrieval", "caption", "qa"):
+        result = run_train(f"task={task}", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={base / task}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        out[task] = base / task / "checkpoints" / "last"
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(checkpoints, tmp_path_factory) -> Path:
+    """Six readable clips (two in a subfolder) and one broken file."""
+    folder = tmp_path_factory.mktemp("clips")
+    (folder / "sub").mkdir()
+    for i, name in enumerate(["video44", "video45", "video46", "video47", "sub/video50", "sub/video51"]):
+        shutil.copy(checkpoints["data"] / "videos" / "all" / f"{Path(name).name}.mp4", folder / f"{name}.mp4")
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    return folder
+
+
+def test_index_is_resumable_and_search_ranks_like_the_api(checkpoints, clips, tmp_path):
+    index = tmp_path / "index"
+    first = cli("index", clips, "--checkpoint", checkpoints["retrieval"], "--out", index)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "6 videos added, 0 already indexed, 1 unreadable" in first.stdout and "broken.mp4" in first.stderr
+    again = cli("index", clips, "--checkpoint", checkpoints["retrieval"], "--out", index)
+    assert "0 videos added, 6 already indexed" in again.stdout
+    found = cli("search", index, "a red shape moves to the left", "-k", "3")
+    assert found.returncode == 0, found.stderr[-2000:]
+    rows = [line.split("\t") for line in found.stdout.strip().splitlines()]
+    features, _ = load_index(index)
+    expected = multitask.load(checkpoints["retrieval"]).search("a red shape moves to the left", 3, features)
+    assert [(r[1], float(r[2])) for r in rows] == [(v, pytest.approx(s, abs=1e-4)) for v, s in expected]
+    assert {r[1] for r in rows} <= {"video44", "video45", "video46", "video47", "sub/video50", "sub/video51"}
+
+
+def test_caption_and_answer_commands(checkpoints, clips):
+    captioned = cli("caption", "--checkpoint", checkpoints["caption"], clips / "video44.mp4", clips / "sub/video50.mp4")
+    assert captioned.returncode == 0, captioned.stderr[-2000:]
+    assert [line.split("\t")[0] for line in captioned.stdout.strip().splitlines()] == \
+        [str(clips / "video44.mp4"), str(clips / "sub/video50.mp4")]
+    answered = cli("answer", "--checkpoint", checkpoints["qa"], clips / "video44.mp4", "what colour is the shape?")
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert answered.stdout.strip() in json.loads((checkpoints["qa"] / "answers.json").read_text())
+    broken = cli("caption", "--checkpoint", checkpoints["caption"], clips / "broken.mp4", clips / "gone.mp4")
+    assert broken.returncode == 2 and "2 of 2 videos cannot be read" in broken.stderr
+    assert "gone.mp4: missing" in broken.stderr and "broken.mp4: undecodable" in broken.stderr
+
+
+def test_api_embeddings_and_wrong_head(checkpoints, clips):
+    model = multitask.load(checkpoints["retrieval"])
+    videos = model.embed_videos([clips / "video44.mp4", clips / "video45.mp4"])
+    texts = model.embed_texts(["a red ball", "a blue box", "a star"])
+    assert videos.shape == (2, 128) and texts.shape == (3, 128)
+    assert torch.allclose(texts.norm(dim=-1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="trained for task=retrieval; caption needs a checkpoint with a caption head"):
+        model.caption([clips / "video44.mp4"])
+
+
+def test_emcl_score_writes_scores_and_metrics(tmp_path):
+    rng = np.random.default_rng(0)
+    video = rng.normal(size=(12, 16)).astype(np.float32)
+    text = video + 0.5 * rng.normal(size=(12, 16)).astype(np.float32)
+    np.save(tmp_path / "t.npy", text)
+    np.save(tmp_path / "v.npy", video)
+    result = cli("emcl-score", tmp_path / "t.npy", tmp_path / "v.npy", "--out", tmp_path / "s.npy",
+                 "--metrics", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = np.load(tmp_path / "s.npy")
+    assert np.allclose(scores, emcl_similarity(torch.from_numpy(text), torch.from_numpy(video)).numpy(), atol=1e-6)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["t2v/R@1"] == retrieval_metrics(scores)["R@1"] and metrics["v2t/MnR"] == retrieval_metrics(scores.T)["MnR"]
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
+    mismatch = cli("emcl-score", tmp_path / "t.npy", tmp_path / "bad.npy", "--out", tmp_path / "x.npy")
+    assert mismatch.returncode == 2 and "expected text (T, D) and video (V, D)" in mismatch.stderr
+
+
+def test_doctor_passes_a_good_dataset_and_lists_every_problem(checkpoints, tmp_path):
+    good = cli("doctor", "--data", "msrvtt", "--root", checkpoints["data"])
+    assert good.returncode == 0, good.stdout + good.stderr[-2000:]
+    assert "no problems found" in good.stdout and "qa: train 160 rows" in good.stdout
+    broken = tmp_path / "data"
+    shutil.copytree(checkpoints["data"], broken, ignore=shutil.ignore_patterns(".cache"))
+    (broken / "videos" / "all" / "video3.mp4").unlink()
+    (broken / "videos" / "all" / "video50.mp4").write_bytes(b"\0" * 100)
+    nine_k = broken / "MSRVTT_train.9k.csv"
+    nine_k.write_text(nine_k.read_text() + "video1\nvideo45\n")  # a duplicate, and a test video in training
+    result = cli("doctor", "--data", "msrvtt", "--root", broken)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "retrieval train: 1 ids appear more than once, e.g. video1" in out
+    assert "retrieval: 1 videos are in both train and test, e.g. video45" in out
+    assert f"video {broken / 'videos' / 'all' / 'video3.mp4'}: missing" in out
+    assert f"video {broken / 'videos' / 'all' / 'video50.mp4'}: undecodable" in out
