@@ -13,12 +13,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from multitask.backbone import masked_mean
-from multitask.checkpoint import read_meta
 from multitask.video import VideoInfo, load_clip, probe_video
 
 
@@ -94,10 +91,11 @@ class Model:
         return F.normalize(torch.cat(out), dim=-1)
 
     def _head(self, name: str) -> torch.nn.Module:
+        """The task module that serves ``name`` (a head of a task=multi model, or the task itself)."""
         if name not in getattr(self.task, "heads", ()):
             raise ValueError(f"checkpoint {self.checkpoint} was trained for task={self.task_name}; {name} needs a "
                              f"checkpoint with a {name} head")
-        return self.task
+        return self.task.tasks[name] if self.task_name == "multi" else self.task
 
     @torch.no_grad()
     def search(self, query: str, k: int = 5, index: FrameFeatures | None = None) -> list[tuple[str, float]]:
@@ -135,16 +133,8 @@ class Model:
 
 def load(checkpoint: str | Path, device: str | None = None) -> Model:
     """Rebuild the task from a checkpoint folder (its config.yaml, tokenizer / answers, weights)."""
-    from tasks import build_task
+    from tasks import from_checkpoint
 
-    folder = Path(checkpoint).expanduser()
-    if not (folder / "config.yaml").is_file():
-        raise FileNotFoundError(f"{folder} is not a checkpoint folder with a config.yaml "
-                                "(expected e.g. outputs/<task>/default/checkpoints/last)")
-    conf = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True)
-    read_meta(folder, conf["task"]["name"])
-    conf["model"]["pretrained"] = None  # the checkpoint holds every weight: never look for CLIP weights
-    task = build_task(conf, None, assets=folder)
-    load_model(task, str(folder / "model.safetensors"))
+    task, conf = from_checkpoint(Path(checkpoint))
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return Model(task, conf, folder, chosen)
+    return Model(task, conf, Path(checkpoint).expanduser(), chosen)

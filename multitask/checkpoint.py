@@ -64,14 +64,14 @@ def latest(ckpt_root: Path) -> Path | None:
     return steps[-1][1] if steps else None
 
 
-def read_meta(path: str | Path, task: str) -> dict:
-    """Validate a checkpoint folder for ``task`` and return its metadata."""
+def read_meta(path: str | Path, task: str | None) -> dict:
+    """Validate a checkpoint folder (for ``task``, unless None) and return its metadata."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint {folder} does not exist")
     if not (folder / META).is_file():
         raise CheckpointError(f"checkpoint {folder} is incomplete (no {META}); was it written by this framework?")
     meta = json.loads((folder / META).read_text())
-    if meta.get("task") != task:
+    if task is not None and meta.get("task") != task:
         raise CheckpointError(f"checkpoint {folder} belongs to task {meta.get('task')!r}, not {task!r}")
     return meta

@@ -20,14 +20,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from multitask import checkpoint as ckpt
-from multitask.data.registry import TaskData, build_data
-from multitask.data.sampler import EpochSampler
+from multitask.data.registry import TaskData, build_data, build_multi_data
 from multitask.dist import assert_same_on_all_ranks
 from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog, setup_logging, write_json
-from tasks import build_task
+from tasks import build_task, from_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def run(cfg: DictConfig) -> dict:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     set_seed(conf["seed"])
     with accelerator.main_process_first():
-        data = build_data(conf["task"]["name"], conf["data"], show_progress=accelerator.is_main_process)
+        data = prepare_data(conf, show_progress=accelerator.is_main_process)
     _record_skipped(data, out, accelerator)
     if conf["eval_only"]:
         return evaluate_checkpoint(conf, data, accelerator)
@@ -75,6 +74,13 @@ def run(cfg: DictConfig) -> dict:
     if accelerator.is_main_process:
         task.save_assets(out)
     return train(conf, task, data, accelerator, resume)
+
+
+def prepare_data(conf: dict, show_progress: bool) -> TaskData:
+    task = conf["task"]
+    if task["name"] == "multi":
+        return build_multi_data(conf["data"], show_progress, task["mixing"], task["temperature"])
+    return build_data(task["name"], conf["data"], show_progress)
 
 
 def _record_skipped(data: TaskData, out: Path, accelerator: Accelerator) -> None:
@@ -93,8 +99,8 @@ def train_loader(data: TaskData, trainer: dict, seed: int, world: int) -> DataLo
             raise ValueError(f"{n} training samples cannot be split across {world} processes")
         logger.warning("only %d training samples, fewer than trainer.batch_size=%d: using batches of %d",
                        n, trainer["batch_size"], batch_size)
-    return DataLoader(data.train, batch_size=batch_size, sampler=EpochSampler(n, seed),
-                      num_workers=trainer["num_workers"], drop_last=True, persistent_workers=False)
+    return DataLoader(data.train, batch_sampler=data.train.batch_sampler(batch_size, seed),
+                      num_workers=trainer["num_workers"], persistent_workers=False)
 
 
 def total_steps(trainer: dict, batches_per_epoch: int) -> int:
@@ -243,12 +249,16 @@ def evaluate(conf: dict, task, data: TaskData, accelerator: Accelerator, write: 
 
 def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) -> dict:
     """``eval_only=true checkpoint=DIR``: rebuild the task from the checkpoint's files, load the weights
-    (EMCL mean included) and evaluate."""
+    (EMCL mean included) and evaluate. A task=multi checkpoint serves each single-task evaluation."""
     if not conf.get("checkpoint"):
         raise ValueError("eval_only=true needs checkpoint=<checkpoint folder>")
     folder = Path(conf["checkpoint"]).expanduser()
-    ckpt.read_meta(folder, conf["task"]["name"])
-    task = build_task(conf, data, assets=folder)
-    load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
+    meta = ckpt.read_meta(folder, None)
+    if meta["task"] == "multi" and conf["task"]["name"] != "multi":
+        task, _ = from_checkpoint(folder, head=conf["task"]["name"])
+    else:
+        ckpt.read_meta(folder, conf["task"]["name"])
+        task = build_task(conf, data, assets=folder)
+        load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
     task.to(accelerator.device)
     return evaluate(conf, task, data, accelerator)

@@ -30,19 +30,20 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         self.sums: dict[str, float] = defaultdict(float)
-        self.count = 0
+        self.counts: dict[str, int] = defaultdict(int)  # per term: task=multi logs each head's terms on its steps
 
     def add(self, terms: dict[str, float]) -> None:
         for k, v in terms.items():
             self.sums[k] += v
-        self.count += 1
+            self.counts[k] += 1
 
     def flush(self, step: int, epoch: int, lr: float, extra: dict | None = None) -> dict:
         record = {"step": step, "epoch": epoch, "lr": lr}
-        record.update({k: v / max(self.count, 1) for k, v in mean_over_ranks(dict(self.sums)).items()})
+        means = {k: v / self.counts[k] for k, v in self.sums.items()}
+        record.update(mean_over_ranks(dict(sorted(means.items()))))
         record.update(extra or {})
         self.sums.clear()
-        self.count = 0
+        self.counts.clear()
         self.write(record)
         return record
 

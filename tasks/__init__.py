@@ -8,14 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from omegaconf import OmegaConf
+from safetensors.torch import load_model
 from torch import nn
 
 from multitask.backbone import build_backbone
 from multitask.caption_tokenizer import FILE_NAME, CaptionTokenizer, train_tokenizer
+from multitask.checkpoint import CheckpointError, read_meta
 from multitask.data.registry import TaskData
 from multitask.dist import broadcast_object, rank
 from multitask.emcl import EMCL
 from tasks.caption import CaptionDecoder, CaptionTask
+from tasks.multi import MultiTask
 from tasks.qa import ANSWERS_FILE, AnswerClassifier, QATask, answer_vocabulary, load_answers
 from tasks.retrieval import RetrievalTask
 
@@ -27,8 +31,14 @@ def build_emcl(emcl_cfg: dict) -> EMCL | None:
     return EMCL(**{k: v for k, v in emcl_cfg.items() if k != "enabled"})
 
 
-def build_retrieval(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
-    return RetrievalTask(build_backbone(cfg["model"], cfg["data"]), build_emcl(cfg["model"]["emcl"]))
+def _shared(cfg: dict, shared: tuple | None) -> tuple:
+    """(backbone, EMCL): the ones task=multi shares between its heads, or new ones."""
+    return shared if shared is not None else (build_backbone(cfg["model"], cfg["data"]), build_emcl(cfg["model"]["emcl"]))
+
+
+def build_retrieval(cfg: dict, data: TaskData | None = None, assets: Path | None = None,
+                    shared: tuple | None = None) -> nn.Module:
+    return RetrievalTask(*_shared(cfg, shared))
 
 
 def caption_tokenizer(task_cfg: dict, data: TaskData | None, assets: Path | None) -> CaptionTokenizer:
@@ -43,12 +53,13 @@ def caption_tokenizer(task_cfg: dict, data: TaskData | None, assets: Path | None
     return CaptionTokenizer(broadcast_object(proto))
 
 
-def build_caption(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
+def build_caption(cfg: dict, data: TaskData | None = None, assets: Path | None = None,
+                  shared: tuple | None = None) -> nn.Module:
     task = cfg["task"]
     tokenizer = caption_tokenizer(task, data, assets)
-    backbone = build_backbone(cfg["model"], cfg["data"])
+    backbone, emcl = _shared(cfg, shared)
     decoder = CaptionDecoder(tokenizer.vocab_size, backbone.embed_dim, max_length=task["max_length"], **task["decoder"])
-    return CaptionTask(backbone, build_emcl(cfg["model"]["emcl"]), tokenizer, decoder,
+    return CaptionTask(backbone, emcl, tokenizer, decoder,
                        emcl_loss_weight=task["emcl_loss_weight"], label_smoothing=task["label_smoothing"],
                        num_beams=task["num_beams"], max_length=task["max_length"])
 
@@ -62,17 +73,27 @@ def qa_answers(task_cfg: dict, data: TaskData | None, assets: Path | None) -> li
     return answer_vocabulary(list(data.train.rows["answer"]), task_cfg["num_answers"])
 
 
-def build_qa(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
+def build_qa(cfg: dict, data: TaskData | None = None, assets: Path | None = None,
+             shared: tuple | None = None) -> nn.Module:
     task = cfg["task"]
     answers = qa_answers(task, data, assets)
-    backbone = build_backbone(cfg["model"], cfg["data"])
+    backbone, emcl = _shared(cfg, shared)
     classifier = AnswerClassifier(backbone.embed_dim, len(answers), **task["classifier"])
-    return QATask(backbone, build_emcl(cfg["model"]["emcl"]), answers, classifier,
+    return QATask(backbone, emcl, answers, classifier,
                   emcl_loss_weight=task["emcl_loss_weight"],
                   emcl_features_to_classifier=task["emcl_features_to_classifier"])
 
 
-TASKS: dict[str, Callable[..., nn.Module]] = {"retrieval": build_retrieval, "caption": build_caption, "qa": build_qa}
+def build_multi(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
+    """One backbone and one EMCL for the three heads; ``task.<head>`` holds each head's settings."""
+    shared = _shared(cfg, None)
+    heads = {name: HEADS[name]({**cfg, "task": cfg["task"][name]}, data.parts[name] if data else None, assets, shared)
+             for name in HEADS}
+    return MultiTask(heads, cfg["task"]["weights"])
+
+
+HEADS: dict[str, Callable[..., nn.Module]] = {"retrieval": build_retrieval, "caption": build_caption, "qa": build_qa}
+TASKS: dict[str, Callable[..., nn.Module]] = {**HEADS, "multi": build_multi}
 
 
 def build_task(cfg: dict, data: TaskData | None = None, assets: Path | None = None) -> nn.Module:
@@ -80,3 +101,24 @@ def build_task(cfg: dict, data: TaskData | None = None, assets: Path | None = No
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
     return TASKS[name](cfg, data, assets)
+
+
+def from_checkpoint(folder: Path, head: str | None = None) -> tuple[nn.Module, dict]:
+    """(the task rebuilt from a checkpoint's config.yaml, files and weights; that config).
+
+    ``head`` picks one head of a task=multi checkpoint (shared backbone and EMCL included).
+    """
+    folder = Path(folder).expanduser()
+    if not (folder / "config.yaml").is_file():
+        raise FileNotFoundError(f"{folder} is not a checkpoint folder with a config.yaml "
+                                "(expected e.g. outputs/<task>/default/checkpoints/last)")
+    conf = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True)
+    read_meta(folder, conf["task"]["name"])
+    conf["model"]["pretrained"] = None  # the checkpoint holds every weight: never look for CLIP weights
+    task = build_task(conf, None, assets=folder)
+    load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save
+    if head is None or head == conf["task"]["name"]:
+        return task, conf
+    if isinstance(task, MultiTask) and head in task.tasks:
+        return task.tasks[head], conf
+    raise CheckpointError(f"checkpoint {folder} belongs to task {conf['task']['name']!r}, which has no {head!r} head")

@@ -15,11 +15,13 @@ from functools import partial
 from pathlib import Path
 
 import datasets
+from torch.utils.data import Dataset
 
 from multitask.data import activitynet, didemo, lsmdc, msrvtt, msrvtt_qa, msvd
 from multitask.data.checks import check_videos
 from multitask.data.tables import cache_dir
 from multitask.data.video_index import index_videos, indexed_path
+from multitask.data.multi import MultiTaskDataset
 from multitask.data.video_text import QADataset, VideoDataset, VideoTextDataset
 
 logger = logging.getLogger(__name__)
@@ -27,10 +29,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TaskData:
-    train: VideoDataset
-    test: VideoDataset
+    train: Dataset
+    test: VideoDataset | None
     attributes: list[dict] | None = None  # per test video; synthetic data only (attribute probes)
     skipped: dict[str, str] = field(default_factory=dict)  # bad video path (or id without a file) -> reason
+    parts: dict[str, TaskData] = field(default_factory=dict)  # task=multi: each head's own data
 
 
 def _existing_root(cfg: dict, show_progress: bool) -> Path:
@@ -117,6 +120,18 @@ def _tables(task: str, cfg: dict) -> Callable:
         raise ValueError(f"the {layout} layout has no annotations for task {task!r}; it serves: "
                          f"{', '.join(TABLES[layout])}")
     return TABLES[layout][task]
+
+
+MULTI_TASKS = ("retrieval", "caption", "qa")
+
+
+def build_multi_data(cfg: dict, show_progress: bool = True, mixing: str = "proportional",
+                     temperature: float = 1.0) -> TaskData:
+    """``task=multi``: every head's data from one root, the training sets mixed by ``mixing``."""
+    parts = {task: build_data(task, cfg, show_progress) for task in MULTI_TASKS}
+    train = MultiTaskDataset({task: part.train for task, part in parts.items()}, mixing, temperature)
+    skipped = {path: reason for part in parts.values() for path, reason in part.skipped.items()}
+    return TaskData(train, None, skipped=skipped, parts=parts)
 
 
 def build_data(task: str, cfg: dict, show_progress: bool = True) -> TaskData:

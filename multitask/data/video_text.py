@@ -6,8 +6,9 @@ from collections.abc import Callable
 import datasets
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, Dataset
 
+from multitask.data.sampler import EpochSampler
 from multitask.video import VideoInfo, load_clip
 
 
@@ -34,6 +35,10 @@ class VideoDataset(Dataset):
 
     def video_ids(self) -> list[str]:
         return list(self.rows["video_id"])
+
+    def batch_sampler(self, batch_size: int, seed: int) -> BatchSampler:
+        """Global training batches: a (seed, epoch) permutation cut into full batches."""
+        return BatchSampler(EpochSampler(len(self), seed), batch_size, drop_last=True)
 
     def _rng(self, index: int) -> np.random.Generator | None:
         return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
