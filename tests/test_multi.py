@@ -73,3 +73,17 @@ def test_single_task_evaluators_and_tools_load_the_multi_checkpoint(multi_run):
     clip = multi_run / "data" / "videos" / "all" / "video44.mp4"
     assert model.answer(str(clip), "what colour is the moving shape?") in model.task.tasks["qa"].answers
     assert isinstance(model.caption([str(clip)])[0], str)
+
+
+def test_plot_run_draws_curves_and_the_emcl_projection(multi_run):
+    import subprocess
+    import sys
+
+    from test_train_e2e import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "plot_run.py"), str(multi_run / "run"),
+                             "--videos", "3"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("curves.png", "emcl_projection.png"):
+        png = (multi_run / "run" / "plots" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
