@@ -61,7 +61,8 @@ class Model:
 
     def _batches(self, paths: list[str], infos: dict[str, VideoInfo], batch_size: int,
                  progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in tqdm(range(0, len(paths), batch_size), desc="encoding videos", disable=not progress or len(paths) <= batch_size):
+        quiet = not progress or len(paths) <= batch_size
+        for i in tqdm(range(0, len(paths), batch_size), desc="encoding videos", disable=quiet):
             clips = [load_clip(p, infos[p], self.num_frames, self.image_size) for p in paths[i: i + batch_size]]
             yield torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips])
 

@@ -33,7 +33,9 @@ def build_emcl(emcl_cfg: dict) -> EMCL | None:
 
 def _shared(cfg: dict, shared: tuple | None) -> tuple:
     """(backbone, EMCL): the ones task=multi shares between its heads, or new ones."""
-    return shared if shared is not None else (build_backbone(cfg["model"], cfg["data"]), build_emcl(cfg["model"]["emcl"]))
+    if shared is not None:
+        return shared
+    return build_backbone(cfg["model"], cfg["data"]), build_emcl(cfg["model"]["emcl"])
 
 
 def build_retrieval(cfg: dict, data: TaskData | None = None, assets: Path | None = None,

@@ -101,7 +101,8 @@ def test_didemo_window_keeps_the_first_30_seconds():
 
 def test_msvd_multi_caption_metrics_by_hand(tmp_path):
     """Three test videos with 2, 1 and 2 captions; the metrics of a hand-made matrix, computed by hand."""
-    words = {"a-1_0_2": [["a", "dog"], ["a", "puppy"]], "b_3-4_9": [["a", "cat"]], "c_5_7": [["a", "car"], ["an", "auto"]]}
+    words = {"a-1_0_2": [["a", "dog"], ["a", "puppy"]], "b_3-4_9": [["a", "cat"]],
+             "c_5_7": [["a", "car"], ["an", "auto"]]}
     (tmp_path / "raw-captions.pkl").write_bytes(pickle.dumps(words, protocol=2))
     for split in ("train", "val", "test"):
         (tmp_path / f"{split}_list.txt").write_text("a-1_0_2\nb_3-4_9\nc_5_7\n")
@@ -119,7 +120,8 @@ def test_msvd_multi_caption_metrics_by_hand(tmp_path):
 
 def test_layouts_serve_retrieval_only(layout_root):
     layout, root = layout_root
-    with pytest.raises(ValueError, match=f"the {layout} layout has no annotations for task 'caption'; it serves: retrieval"):
+    message = f"the {layout} layout has no annotations for task 'caption'; it serves: retrieval"
+    with pytest.raises(ValueError, match=message):
         build_data("caption", data_cfg(layout, root), show_progress=False)
 
 

@@ -109,6 +109,7 @@ def test_qa_layout_alone_with_videos_in_a_flat_folder(tiny_copy):
     data = build_data("qa", data_cfg(tiny_copy, name="msrvtt_qa"), show_progress=False)
     item = data.test[0]
     assert item["video"].shape == (4, 3, 32, 32) and item["question"] and item["answer"]
-    assert data.test.path_of(data.test.rows[0]["video_id"]) == str(tiny_copy / "videos" / f"{data.test.rows[0]['video_id']}.mp4")
+    first = data.test.rows[0]["video_id"]
+    assert data.test.path_of(first) == str(tiny_copy / "videos" / f"{first}.mp4")
     with pytest.raises(AnnotationError, match="MSRVTT_data.json"):
         build_data("caption", data_cfg(tiny_copy), show_progress=False)

@@ -27,7 +27,8 @@ def checkpoints(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("tools")
     out = {"data": base / "data"}
     for task in ("retrieval", "caption", "qa"):
-        result = run_train(f"task={task}", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={base / task}")
+        result = run_train(f"task={task}", "debug=quick", f"data.root={base / 'data'}", GEN,
+                           f"output_dir={base / task}")
         assert result.returncode == 0, result.stderr[-3000:]
         out[task] = base / task / "checkpoints" / "last"
     return out
@@ -95,7 +96,8 @@ def test_emcl_score_writes_scores_and_metrics(tmp_path):
     scores = np.load(tmp_path / "s.npy")
     assert np.allclose(scores, emcl_similarity(torch.from_numpy(text), torch.from_numpy(video)).numpy(), atol=1e-6)
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["t2v/R@1"] == retrieval_metrics(scores)["R@1"] and metrics["v2t/MnR"] == retrieval_metrics(scores.T)["MnR"]
+    assert metrics["t2v/R@1"] == retrieval_metrics(scores)["R@1"]
+    assert metrics["v2t/MnR"] == retrieval_metrics(scores.T)["MnR"]
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
     mismatch = cli("emcl-score", tmp_path / "t.npy", tmp_path / "bad.npy", "--out", tmp_path / "x.npy")
     assert mismatch.returncode == 2 and "expected text (T, D) and video (V, D)" in mismatch.stderr

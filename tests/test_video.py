@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from multitask.video import CLIP_MEAN, CLIP_STD, VideoInfo, load_clip, pad_frames, probe_video, sample_indices

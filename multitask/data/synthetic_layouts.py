@@ -109,7 +109,9 @@ def _write_didemo(root: Path, clips: list[Clip], ids: list[str], fps: int) -> No
 
 
 # layout -> (clip index, clip -> (video id, file path under videos/), annotation writer)
-LAYOUTS: dict[str, tuple[Callable[[int, Clip], tuple[str, str]], Callable[[Path, list[Clip], list[str], int], None]]] = {
+Namer = Callable[[int, Clip], tuple[str, str]]
+Writer = Callable[[Path, list[Clip], list[str], int], None]
+LAYOUTS: dict[str, tuple[Namer, Writer]] = {
     "activitynet": (_activitynet_file, _write_activitynet),
     "lsmdc": (_lsmdc_file, _write_lsmdc),
     "msvd": (_msvd_file, _write_msvd),
