@@ -1,7 +1,9 @@
-"""Shared fixtures: one tiny generated MSR-VTT-layout dataset per test session."""
+"""Shared fixtures: one tiny generated MSR-VTT-layout dataset per test session, and quick runs of each\ntask on it (trained once, shared by the end-to-end, task and tool tests)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,31 @@ def tiny_copy(tiny_root, tmp_path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(tiny_root, target, ignore=shutil.ignore_patterns(".cache"))
     return target
+
+
+REPO = Path(__file__).resolve().parents[1]
+GEN = "+data.generator={num_train:40,num_val:4,num_test:24,num_retrieval_test:16,min_frames:6,max_frames:12}"
+
+
+def run_train(*overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "train.py"), *overrides]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory):
+    """``e2e_run(task)`` -> (base, run dir, process): a ``debug=quick`` run of that task (checkpoints at
+    steps 2 and 4) on a tiny generated set at ``base / "data"``, trained once per session. Read-only."""
+    base = tmp_path_factory.mktemp("e2e")
+    runs: dict[str, tuple] = {}
+
+    def get(task: str) -> tuple[Path, Path, subprocess.CompletedProcess]:
+        if task not in runs:
+            out = base / f"run-{task}"
+            result = run_train(f"task={task}", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={out}",
+                               "trainer.save_every=2")
+            assert result.returncode == 0, result.stderr[-3000:]
+            runs[task] = (base, out, result)
+        return runs[task]
+
+    return get

@@ -129,7 +129,7 @@ def test_train_and_evaluate_on_a_synthetic_layout(tmp_path):
     """data=synthetic data.layout=msvd: generated in the MSVD layout, trained, scored caption by caption."""
     import json
 
-    from test_train_e2e import GEN, run_train
+    from conftest import GEN, run_train
 
     out = tmp_path / "run"
     result = run_train("task=retrieval", "debug=quick", "data.layout=msvd", f"data.root={tmp_path / 'data'}", GEN,

@@ -7,7 +7,7 @@ import pytest
 
 import multitask
 from multitask.data.sampler import MixedBatchSampler
-from test_train_e2e import GEN, run_train
+from conftest import GEN, run_train
 
 
 def test_mixed_batches_are_single_task_deterministic_and_proportional():
@@ -79,7 +79,7 @@ def test_plot_run_draws_curves_and_the_emcl_projection(multi_run):
     import subprocess
     import sys
 
-    from test_train_e2e import REPO
+    from conftest import REPO
 
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "plot_run.py"), str(multi_run / "run"),
                              "--videos", "3"], capture_output=True, text=True, timeout=600)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from test_train_e2e import GEN, REPO, run_train
+from conftest import GEN, REPO, run_train
 
 EXPECTED = {"caption": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"},
             "qa": {"accuracy", "top5_accuracy", "accuracy/what", "accuracy/how"}}
@@ -15,19 +15,10 @@ ASSET = {"caption": "tokenizer.model", "qa": "answers.json"}
 OTHER_ASSETS = {"caption": "task.vocab_size=40", "qa": "task.num_answers=3"}
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("tasks") / "data"
-
-
 @pytest.fixture(scope="module", params=["caption", "qa"])
-def trained(request, data_root):
-    task = request.param
-    out = data_root.parent / f"run-{task}"
-    result = run_train(f"task={task}", "debug=quick", f"data.root={data_root}", GEN, f"output_dir={out}",
-                       "trainer.save_every=2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return task, out
+def trained(request, e2e_run):
+    _, out, _ = e2e_run(request.param)
+    return request.param, out
 
 
 def test_run_directory_and_predictions(trained):

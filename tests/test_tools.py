@@ -13,7 +13,6 @@ import multitask
 from multitask.emcl import emcl_similarity
 from multitask.metrics import retrieval_metrics
 from multitask.search_index import load_index
-from test_train_e2e import GEN, run_train
 
 CLI = [sys.executable, "-m", "multitask.cli"]
 
@@ -23,15 +22,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("tools")
-    out = {"data": base / "data"}
-    for task in ("retrieval", "caption", "qa"):
-        result = run_train(f"task={task}", "debug=quick", f"data.root={base / 'data'}", GEN,
-                           f"output_dir={base / task}")
-        assert result.returncode == 0, result.stderr[-3000:]
-        out[task] = base / task / "checkpoints" / "last"
-    return out
+def checkpoints(e2e_run) -> dict:
+    out = {task: e2e_run(task)[1] / "checkpoints" / "last" for task in ("retrieval", "caption", "qa")}
+    return {**out, "data": e2e_run("retrieval")[0] / "data"}
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-GEN = ("+data.generator={num_train:40,num_val:4,num_test:24,num_retrieval_test:16,min_frames:6,max_frames:12}")
-
-
-def run_train(*overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(REPO / "train.py"), *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-
+from conftest import GEN, REPO, run_train
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    out = base / "run"
-    result = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={out}",
-                       "trainer.save_every=2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return base, out, result
+def trained(e2e_run):
+    return e2e_run("retrieval")
 
 
 def test_run_directory_contract(trained):
