@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import open_clip
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from multitask.pretrained import load_clip_weights
 from multitask.temporal import build_temporal
@@ -48,8 +49,11 @@ class VideoTextBackbone(nn.Module):
 
     def __init__(self, clip: str = "emcl-tiny", pretrained: str | None = None, temporal: str = "mean",
                  temporal_layers: int = 4, temporal_width: int = 128, pooling: str = "mean",
-                 max_words: int = 32, num_frames: int = 12, image_size: int | None = None) -> None:
+                 max_words: int = 32, num_frames: int = 12, image_size: int | None = None,
+                 chunks: int = 1, freeze_backbone: bool = False) -> None:
         super().__init__()
+        if chunks < 1:
+            raise ValueError(f"trainer.contrastive_chunks must be >= 1, got {chunks}")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown model.pooling {pooling!r}; known: {', '.join(POOLINGS)}")
         known = open_clip.list_models()
@@ -63,7 +67,11 @@ class VideoTextBackbone(nn.Module):
         else:
             logger.info("model.clip=%s initialised randomly (model.pretrained is null)", clip)
         self.tokenizer = open_clip.get_tokenizer(clip, context_length=max_words)
-        self.pooling, self.max_words = pooling, max_words
+        self.pooling, self.max_words, self.chunks = pooling, max_words, chunks
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:  # towers fixed (features may come from scripts/cache_features.py); logit scale learns
+            for name, p in self.clip.named_parameters():
+                p.requires_grad_(name == "logit_scale")
         self.clip.visual.output_tokens = temporal == "spacetime"
         self.temporal = build_temporal(temporal, clip=self.clip, layers=temporal_layers, width=temporal_width,
                                        num_frames=num_frames)
@@ -75,17 +83,55 @@ class VideoTextBackbone(nn.Module):
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)  # (B, max_words)
 
+    def _chunked(self, fn: Callable[..., torch.Tensor], *batch: torch.Tensor) -> torch.Tensor:
+        """``fn(*batch)``; in training with ``chunks`` > 1, over that many slices of the batch, each under
+        activation checkpointing: the loss still sees the whole batch's features, but the backward recomputes
+        one slice's activations at a time (gradient caching), so encoder memory is one slice's."""
+        if self.chunks == 1 or not (self.training and torch.is_grad_enabled()):
+            return fn(*batch)
+        slices = zip(*(x.tensor_split(self.chunks) for x in batch))
+        return torch.cat([checkpoint(fn, *part, use_reentrant=False) for part in slices if len(part[0])])
+
+    def train(self, mode: bool = True) -> VideoTextBackbone:
+        """Frozen towers stay in eval mode (no dropout) while the rest trains."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.clip.eval()
+        return self
+
+    def _towers(self) -> contextlib.AbstractContextManager:
+        return torch.no_grad() if self.freeze_backbone else contextlib.nullcontext()
+
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_text(tokens)  # (B, D)
+        with self._towers():
+            return self._chunked(self.clip.encode_text, tokens)  # (B, D)
+
+    def frame_outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """What the image tower gives the temporal module, flat per frame: images (N, 3, H, W) ->
+        (N, D) pooled features, or (N, D + P*W) with the patch tokens when the temporal module reads them.
+        This is what scripts/cache_features.py stores."""
+        out = self.clip.visual(images)  # (N, D) or ((N, D), (N, P, W))
+        if not isinstance(out, tuple):
+            return out
+        return torch.cat([out[0], out[1].flatten(1)], dim=1)
 
     def encode_frames(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """video: (B, T, 3, H, W), mask: (B, T) -> (B, T, D)."""
+        """video: frames (B, T, 3, H, W), or the image tower's cached ``frame_outputs`` (B, T, F);
+        mask: (B, T) -> (B, T, D)."""
+        return self._chunked(self._encode_frames, video, mask)
+
+    def _encode_frames(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t = video.shape[:2]
-        out = self.clip.visual(video.flatten(0, 1))  # (B*T, D) or ((B*T, D), (B*T, P, W))
-        pooled, tokens = out if isinstance(out, tuple) else (out, None)
-        frames = pooled.view(b, t, -1)  # (B, T, D)
-        tokens = tokens.view(b, t, *tokens.shape[1:]) if tokens is not None else None  # (B, T, P, W)
-        return self.temporal(frames, mask, tokens)
+        if video.dim() == 5:
+            with self._towers():
+                video = self.frame_outputs(video.flatten(0, 1)).view(b, t, -1)  # (B, T, F)
+        elif not self.freeze_backbone:
+            raise ValueError("cached frame features (data.feature_cache) need model.freeze_backbone=true: "
+                             "the image tower cannot learn from stored outputs")
+        d = self.embed_dim
+        frames = video[..., :d]  # (B, T, D)
+        tokens = video[..., d:].unflatten(-1, (-1, self.clip.visual.transformer.width)) if video.shape[-1] > d else None
+        return self.temporal(frames.float(), mask, tokens)  # tokens: (B, T, P, W) or None
 
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) -> (B, D) with mean pooling."""
@@ -112,11 +158,12 @@ def text_conditioned_pool(text: torch.Tensor, frames: torch.Tensor, mask: torch.
     return torch.einsum("abt,btd->abd", weights, frames)
 
 
-def build_backbone(model_cfg: dict, data_cfg: dict) -> VideoTextBackbone:
-    """Map the ``model`` and ``data`` config groups to constructor arguments."""
+def build_backbone(model_cfg: dict, data_cfg: dict, chunks: int = 1) -> VideoTextBackbone:
+    """Map the ``model`` and ``data`` config groups (and ``trainer.contrastive_chunks``) to constructor arguments."""
     return VideoTextBackbone(clip=model_cfg["clip"], pretrained=model_cfg.get("pretrained"),
                              temporal=model_cfg.get("temporal", "mean"),
                              temporal_layers=model_cfg.get("temporal_layers", 4),
                              temporal_width=model_cfg.get("temporal_width", 128),
                              pooling=model_cfg.get("pooling", "mean"), max_words=data_cfg["max_words"],
-                             num_frames=data_cfg["num_frames"], image_size=data_cfg.get("image_size"))
+                             num_frames=data_cfg["num_frames"], image_size=data_cfg.get("image_size"), chunks=chunks,
+                             freeze_backbone=model_cfg.get("freeze_backbone", False))

@@ -27,15 +27,16 @@ def reference_init(num_bases: int, generator: torch.Generator | None = None) -> 
 
 
 def em_iterations(x: torch.Tensor, init: torch.Tensor, iters: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the EM loop without gradient. x: (N, D), init: (K,). Returns lambda (N, K), Y (D, K)."""
+    """Run the EM loop without gradient. x: (N, D) or a batch of independent sets (G, N, D); init: (K,).
+    Returns lambda (..., N, K), Y (..., D, K)."""
     with torch.no_grad():
-        lam = init.to(x).unsqueeze(0).expand(x.shape[0], -1)  # (N, K)
-        y = x.new_zeros(x.shape[1], init.shape[0])  # (D, K), replaced in the first iteration
+        lam = init.to(x).expand(*x.shape[:-1], -1)  # (..., N, K)
+        y = x.new_zeros(*x.shape[:-2], x.shape[-1], init.shape[0])  # (..., D, K), replaced in the first iteration
         for _ in range(iters):
-            y = F.softmax(x.t() @ lam / sigma, dim=1)  # (D, K): E step, responsibilities over bases
-            y = y / (_EPS + y.sum(dim=0, keepdim=True))  # each column sums to 1 over D
-            lam = x @ y  # (N, K): M step
-            lam = lam / (_EPS + lam.norm(dim=0, keepdim=True))  # unit L2 norm per column over N
+            y = F.softmax(x.transpose(-1, -2) @ lam / sigma, dim=-1)  # (..., D, K): E step, over bases
+            y = y / (_EPS + y.sum(dim=-2, keepdim=True))  # each column sums to 1 over D
+            lam = x @ y  # (..., N, K): M step
+            lam = lam / (_EPS + lam.norm(dim=-2, keepdim=True))  # unit L2 norm per column over N
     return lam, y
 
 
@@ -59,13 +60,15 @@ class EMCL(nn.Module):
         self.register_buffer("mean", reference_init(num_bases, generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, D) -> (N, D) in x's dtype."""
-        if x.dim() != 2:
-            raise ValueError(f"EMCL expects a 2-D (samples, dims) tensor, got shape {tuple(x.shape)}")
+        """x: (N, D) -> (N, D) in x's dtype. In eval mode also (G, N, D): G independent sets in one batched
+        call (evaluation's blocks), each as its own 2-D call would treat it."""
+        if x.dim() != 2 and not (x.dim() == 3 and not self.training):
+            raise ValueError(f"EMCL expects a 2-D (samples, dims) tensor (3-D, a batch of sets, in eval mode "
+                             f"only), got shape {tuple(x.shape)}")
         with torch.autocast(device_type=x.device.type, enabled=False):
             x32 = x.float()
             lam, y = em_iterations(x32.detach(), self.mean, self.iters, self.sigma)
-            out = self.beta * (lam @ y.t()) + x32  # (N, D)
+            out = self.beta * (lam @ y.transpose(-1, -2)) + x32  # (..., N, D)
         if self.training:
             with torch.no_grad():
                 self.mean.mul_(self.momentum).add_(lam.mean(dim=0), alpha=1.0 - self.momentum)

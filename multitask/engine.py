@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from multitask import checkpoint as ckpt
+from multitask.data.feature_cache import FeatureCache
 from multitask.data.registry import TaskData, build_data, build_multi_data
 from multitask.dist import assert_same_on_all_ranks
 from multitask.emcl import EMCL
@@ -71,6 +72,7 @@ def run(cfg: DictConfig) -> dict:
         return evaluate_checkpoint(conf, data, accelerator)
     resume = resume_path(conf)
     task = build_task(conf, data, assets=resume)
+    check_feature_cache(conf, task)
     if accelerator.is_main_process:
         task.save_assets(out)
     return train(conf, task, data, accelerator, resume)
@@ -81,6 +83,16 @@ def prepare_data(conf: dict, show_progress: bool) -> TaskData:
     if task["name"] == "multi":
         return build_multi_data(conf["data"], show_progress, task["mixing"], task["temperature"])
     return build_data(task["name"], conf["data"], show_progress)
+
+
+def check_feature_cache(conf: dict, task: torch.nn.Module) -> None:
+    """Stored tower outputs need frozen towers, and the very weights they were made with."""
+    root = conf["data"].get("feature_cache")
+    if not root:
+        return
+    if not conf["model"].get("freeze_backbone"):
+        raise ValueError("data.feature_cache needs model.freeze_backbone=true: stored features cannot train the towers")
+    FeatureCache(root, conf["data"]["num_frames"], conf["data"]["image_size"]).check_model(task.backbone)
 
 
 def _record_skipped(data: TaskData, out: Path, accelerator: Accelerator) -> None:
@@ -260,5 +272,6 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
         ckpt.read_meta(folder, conf["task"]["name"])
         task = build_task(conf, data, assets=folder)
         load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
+    check_feature_cache(conf, task)
     task.to(accelerator.device)
     return evaluate(conf, task, data, accelerator)

@@ -172,17 +172,20 @@ def attribute_probes(
         raise ValueError(
             f"len(attributes)={len(attributes)} does not match num_videos={num_videos}"
         )
-    codes = _attribute_codes(attributes, names)
+    codes = _attribute_codes(attributes, names)  # (N, A)
+    # per attribute a: a code shared exactly by the videos that agree on every other attribute
+    rest = [np.unique(np.delete(codes, a, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+            for a in range(len(names))]
     below = np.zeros(len(names))
     total = np.zeros(len(names))
-    for rows in _row_chunks(num_queries, num_videos * max(1, len(names))):
+    for rows in _row_chunks(num_queries, num_videos):
         idx = np.arange(rows.start, rows.stop)
-        differs = codes[idx, None, :] != codes[None, :, :]  # (rows, N, K)
-        single = differs & (differs.sum(axis=2, keepdims=True) == 1)
         true_score = s[idx, idx][:, None]
-        credit = (s[rows] < true_score) + 0.5 * (s[rows] == true_score)
-        below += np.einsum("rn,rnk->k", credit, single)
-        total += single.sum(axis=(0, 1))
+        credit = (s[rows] < true_score) + 0.5 * (s[rows] == true_score)  # (rows, N)
+        for a in range(len(names)):
+            single = (codes[idx, a, None] != codes[None, :, a]) & (rest[a][idx, None] == rest[a][None, :])  # (rows, N)
+            below[a] += credit[single].sum()  # multiples of 1/2: exact in any order
+            total[a] += np.count_nonzero(single)
     scores = np.divide(100.0 * below, total, out=np.full(len(names), np.nan), where=total > 0)
     return {f"probe/{name}": float(v) for name, v in zip(names, scores)}
 

@@ -1,4 +1,8 @@
-"""Video decoding with decord: probing, uniform frame sampling, resizing, CLIP normalisation."""
+"""Video decoding with decord: probing, uniform frame sampling, resizing, CLIP normalisation.
+
+``load_clip`` = ``frames_to_clip`` (pure: uint8 frames -> normalised, cropped, padded clip) after
+``decode_frames`` (the sampled uint8 frames at reduced size), which the frame cache stores.
+"""
 from __future__ import annotations
 
 import logging
@@ -104,24 +108,48 @@ def load_clip(path: str, info: VideoInfo, num_frames: int, image_size: int,
     mask (num_frames,) with 1 for real frames. ``rng`` randomises the frame offsets within their
     segments (training); ``augment`` additionally takes a random crop of a slightly larger resize.
     """
-    short = round(image_size * 1.15) if augment else image_size
-    height, width = reduced_size(info, short)
+    raw = decode_frames(path, info, num_frames, image_size, rng, augment, max_seconds)
+    return frames_to_clip(raw, info, num_frames, image_size, rng, augment)
+
+
+def _decode_size(info: VideoInfo, image_size: int, augment: bool) -> tuple[int, int]:
+    return reduced_size(info, round(image_size * 1.15) if augment else image_size)
+
+
+def decode_frames(path: str, info: VideoInfo, num_frames: int, image_size: int,
+                  rng: np.random.Generator | None = None, augment: bool = False,
+                  max_seconds: float | None = None) -> np.ndarray:
+    """The sampled frames as decord returns them at the reduced size: (t, h, w, 3) uint8, t <= num_frames."""
+    height, width = _decode_size(info, image_size, augment)
     reader = _decord().VideoReader(path, width=width, height=height, num_threads=1)
     idx = sample_indices(usable_frames(info, len(reader), max_seconds), num_frames, rng)
-    raw = torch.from_numpy(reader.get_batch(idx.tolist()).asnumpy())  # (t, h, w, 3) uint8
-    clip = raw.permute(0, 3, 1, 2).float().div_(255.0)  # (t, 3, h, w)
-    if clip.shape[-2:] != (height, width):  # decoders may ignore the requested size
-        clip = F.interpolate(clip, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return reader.get_batch(idx.tolist()).asnumpy()  # (t, h, w, 3)
+
+
+def frames_to_clip(raw: np.ndarray, info: VideoInfo, num_frames: int, image_size: int,
+                   rng: np.random.Generator | None = None, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, h, w, 3) uint8 frames from ``decode_frames`` -> the cropped, normalised, padded clip and its mask."""
+    height, width = _decode_size(info, image_size, augment)
+    frames = torch.from_numpy(raw)  # (t, h, w, 3) uint8
     top, left = crop_box(height, width, image_size, rng if augment else None)
-    clip = normalize(clip[:, :, top: top + image_size, left: left + image_size])
-    return pad_frames(clip, num_frames)
+    if frames.shape[1:3] == (height, width):  # crop first: fewer pixels to convert, same values
+        clip = _to_float(frames[:, top: top + image_size, left: left + image_size])  # (t, 3, S, S)
+    else:  # decoders may ignore the requested size
+        clip = F.interpolate(_to_float(frames), size=(height, width), mode="bilinear", antialias=True,
+                             align_corners=False)[:, :, top: top + image_size, left: left + image_size]
+    return pad_frames(normalize_(clip), num_frames)
 
 
-def normalize(clip: torch.Tensor) -> torch.Tensor:
-    """CLIP mean/std normalisation of (t, 3, H, W) frames in [0, 1]."""
+def _to_float(frames: torch.Tensor) -> torch.Tensor:
+    """(t, h, w, 3) uint8 -> (t, 3, h, w) float32 in [0, 1], channels-first in memory (fast to normalise)."""
+    return frames.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
+def normalize_(clip: torch.Tensor) -> torch.Tensor:
+    """CLIP mean/std normalisation, in place, of (t, 3, H, W) frames in [0, 1]."""
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return (clip - mean) / std
+    return clip.sub_(mean).div_(std)
 
 
 def pad_frames(clip: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:

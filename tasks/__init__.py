@@ -35,7 +35,8 @@ def _shared(cfg: dict, shared: tuple | None) -> tuple:
     """(backbone, EMCL): the ones task=multi shares between its heads, or new ones."""
     if shared is not None:
         return shared
-    return build_backbone(cfg["model"], cfg["data"]), build_emcl(cfg["model"]["emcl"])
+    chunks = cfg.get("trainer", {}).get("contrastive_chunks", 1)
+    return build_backbone(cfg["model"], cfg["data"], chunks), build_emcl(cfg["model"]["emcl"])
 
 
 def build_retrieval(cfg: dict, data: TaskData | None = None, assets: Path | None = None,

@@ -19,9 +19,10 @@ def paired_emcl(emcl: EMCL, video: torch.Tensor, text: torch.Tensor,
     """
     b = video.shape[0]
     videos, texts = all_gather_with_grad(video), all_gather_with_grad(text)  # (B, D) each
-    out = emcl(torch.cat([videos, texts]))  # (2B, D)
+    out = emcl(torch.cat([videos, texts]))  # (2B, D), float32
     rec_video, rec_text = out[: videos.shape[0]], out[videos.shape[0]:]
-    sim = F.normalize(rec_text, dim=-1) @ F.normalize(rec_video, dim=-1).t()  # (B, B)
+    with torch.autocast(device_type=out.device.type, enabled=False):  # float32 similarities under mixed precision
+        sim = F.normalize(rec_text.float(), dim=-1) @ F.normalize(rec_video.float(), dim=-1).t()  # (B, B)
     start = local_offset(b)
     return rec_video[start: start + b], rec_text[start: start + b], info_nce(scale * sim)
 

@@ -38,7 +38,12 @@ class RetrievalHead(nn.Module):
         return F.normalize(video, dim=-1), F.normalize(text, dim=-1)
 
     def forward(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """text: (A, D), frames: (B, T, D), mask: (B, T) -> cosine similarity (A, B)."""
+        """text: (A, D), frames: (B, T, D), mask: (B, T) -> cosine similarity (A, B), in float32 even under
+        mixed-precision autocast (bf16 similarities would blur the ranking the contrastive loss sharpens)."""
+        with torch.autocast(device_type=text.device.type, enabled=False):
+            return self._similarity(text.float(), frames.float(), mask)
+
+    def _similarity(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "mean":
             video, text = self._bridge(masked_mean(frames, mask), text)
             return text @ video.t()
@@ -91,11 +96,38 @@ class RetrievalTask(nn.Module):
 def blockwise_similarity(head: RetrievalHead, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
                          block_size: int) -> torch.Tensor:
     """(Q, V) similarity with EMCL run on each (text block, video block), as during training."""
+    if head.pooling == "mean":
+        return _batched_blocks(head, text.float(), masked_mean(frames.float(), mask), block_size)
     rows = []
     for i in range(0, text.shape[0], block_size):
         rows.append(torch.cat([head(text[i: i + block_size], frames[j: j + block_size], mask[j: j + block_size])
                                for j in range(0, frames.shape[0], block_size)], dim=1))
     return torch.cat(rows)
+
+
+def _batched_blocks(head: RetrievalHead, text: torch.Tensor, video: torch.Tensor, block_size: int,
+                    budget: int = 2**25) -> torch.Tensor:
+    """Mean pooling: every (text block, video block) pair's [videos; texts] through EMCL in batched calls of
+    equally shaped pairs (at most ``budget`` values each), instead of one small call per pair, whose cost
+    is mostly per-operation overhead. text: (Q, D), video: (V, D) pooled -> (Q, V)."""
+    sim = text.new_empty(text.shape[0], video.shape[0])
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i in range(0, text.shape[0], block_size):
+        for j in range(0, video.shape[0], block_size):
+            shape = (min(block_size, text.shape[0] - i), min(block_size, video.shape[0] - j))
+            groups.setdefault(shape, []).append((i, j))
+    for (a, b), starts in groups.items():
+        per_call = max(1, budget // ((a + b) * text.shape[1]))
+        for k in range(0, len(starts), per_call):
+            chunk = starts[k: k + per_call]
+            rows = torch.stack([torch.cat([video[j: j + b], text[i: i + a]]) for i, j in chunk])  # (G, b + a, D)
+            if head.emcl is not None:
+                rows = head.emcl(rows)
+            rows = F.normalize(rows, dim=-1)
+            block_sims = rows[:, b:] @ rows[:, :b].transpose(1, 2)  # (G, a, b)
+            for (i, j), block in zip(chunk, block_sims):
+                sim[i: i + a, j: j + b] = block
+    return sim
 
 
 def _directions(sim: torch.Tensor, counts: list[int]) -> dict[str, dict[str, float]]:

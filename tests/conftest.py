@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from accelerate.state import AcceleratorState
 
 from multitask.data.synthetic import generate_synthetic
 
@@ -25,6 +26,14 @@ def tiny_copy(tiny_root, tmp_path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(tiny_root, target, ignore=shutil.ignore_patterns(".cache"))
     return target
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps one process-wide state; a test that builds an Accelerator must not fix the next
+    test's mixed precision."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 REPO = Path(__file__).resolve().parents[1]

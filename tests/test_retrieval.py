@@ -78,3 +78,17 @@ def test_task_forward_loss_terms_and_emcl_switch(tiny_root):
     assert build_task({"task": {"name": "retrieval"}, "model": model_cfg, "data": data_cfg}).head.emcl is None
     with pytest.raises(ValueError, match="known: retrieval"):
         build_task({"task": {"name": "segmentation"}, "model": model_cfg, "data": data_cfg})
+
+
+def test_batched_blocks_equal_one_call_per_block():
+    torch.manual_seed(0)
+    head = RetrievalHead(EMCL(num_bases=4).eval())
+    text, frames = torch.randn(11, 8), torch.randn(7, 3, 8)
+    mask = torch.ones(7, 3, dtype=torch.long)
+    mask[2, 1:] = 0
+    expected = torch.cat([torch.cat([head(text[i: i + 4], frames[j: j + 4], mask[j: j + 4]) for j in (0, 4)], dim=1)
+                          for i in (0, 4, 8)])  # blocks of 4: uneven last blocks on both sides
+    assert torch.allclose(blockwise_similarity(head, text, frames, mask, 4), expected, atol=1e-6)
+    pooled = (frames * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    from tasks.retrieval import _batched_blocks
+    assert torch.allclose(_batched_blocks(head, text, pooled, 4, budget=1), expected, atol=1e-6)  # one pair a call

@@ -1,0 +1,107 @@
+"""The benchmark scripts scripts/bench_emcl.py, bench_eval.py and bench_train.py, on tiny sizes."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from multitask.emcl import EMCL
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the script executes
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_emcl, bench_eval, bench_train = load_script("bench_emcl"), load_script("bench_eval"), load_script("bench_train")
+
+
+class MatmulShapes(TorchDispatchMode):
+    """Records the operand shapes of every matrix product the dispatcher sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[tuple[int, ...], ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm):
+            self.calls.append(tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_floor_is_exactly_the_matmuls_emcl_does():
+    n, d, k, iters = 12, 10, 3, 4
+    x = torch.randn(n, d)
+    expected = [((d, n), (n, k)), ((n, d), (d, k))] * iters + [((n, k), (k, d))]
+    with MatmulShapes() as floor:
+        bench_emcl.matmul_floor(bench_emcl.floor_operands(x, k), iters)
+    with MatmulShapes() as emcl, torch.no_grad():
+        EMCL(num_bases=k, iters=iters).eval()(x)
+    assert len(floor.calls) == 2 * iters + 1
+    assert floor.calls == expected and emcl.calls == expected
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0, 2.0])
+def test_growth_exponent_recovers_a_known_power(power):
+    sizes = [256, 512, 1024, 2048, 4096, 8192]
+    assert bench_emcl.growth_exponent(sizes, [3e-4 * s ** power for s in sizes]) == pytest.approx(power, abs=1e-9)
+
+
+def test_quick_sweep_keeps_the_headline_and_three_sizes_per_axis():
+    axes = bench_emcl.sweep_sizes(bench_emcl.QUICK, bench_emcl.HEADLINE)
+    assert bench_emcl.HEADLINE == bench_emcl.Size(2048, 512, 32)
+    assert all(bench_emcl.HEADLINE in sizes and len(sizes) >= 3 for sizes in axes.values())
+
+
+def test_emcl_json_has_the_headline_keys(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench_emcl, "QUICK", bench_emcl.Sweep(n=(16, 64), d=(8,), k=(2,), repeats=1))
+    monkeypatch.setattr(bench_emcl, "HEADLINE", bench_emcl.Size(32, 16, 4))
+    bench_emcl.main(["--quick", "--json", str(tmp_path / "emcl.json")])
+    result = json.loads((tmp_path / "emcl.json").read_text())
+    assert {"time_over_floor", "growth_exponent_n", "growth_exponent_d", "growth_exponent_k"} <= set(result)
+    assert result["time_over_floor"] > 0 and math.isfinite(result["growth_exponent_n"])
+    assert sorted(r["n"] for r in result["rows"] if (r["d"], r["k"]) == (16, 4)) == [16, 32, 64]
+
+
+def test_eval_phases_add_up_and_json_has_the_headline(tmp_path):
+    bench_eval.main(["--quick", "--size", "24", "--json", str(tmp_path / "eval.json")])
+    result = json.loads((tmp_path / "eval.json").read_text())
+    seconds, total = result["seconds"], result["seconds"]["total"]
+    phases = sum(seconds[p] for p in bench_eval.PHASES)
+    assert 0 < result["post_encode_fraction"] < 1 and result["num_videos"] == result["num_texts"] == 24
+    assert phases <= total and total - phases < 0.05 * total
+    assert result["post_encode_fraction"] == pytest.approx(
+        (seconds["similarity (EMCL)"] + seconds["metrics"]) / total)
+
+
+def test_eval_phases_give_the_metrics_of_task_evaluate():
+    task, data, eval_cfg = bench_eval.build(20)
+    assert data.test.num_frames == 12 and data.test[3]["video"].shape == (12, 3, 64, 64)
+    _, metrics = bench_eval.evaluate_phases(task, data, eval_cfg)
+    assert {"t2v_is/R@1", "probe/shape"} <= set(metrics)
+    assert bench_eval.same_metrics(metrics, task.evaluate(data, torch.device("cpu"), eval_cfg))
+
+
+def test_train_bench_steps_the_framework_loop(tmp_path):
+    conf = bench_train.default_conf(batch_size=4)
+    task, batch = bench_train.build_task(conf).train(), bench_train.make_batch(conf)
+    run = bench_train.framework_run(conf, task, batch, steps=3, log_dir=tmp_path)
+    before = [p.detach().clone() for p in task.parameters() if p.requires_grad]
+    assert bench_train.time_framework(run) > 0
+    assert run.loop.step == 3 and run.loop.epoch == 1  # the engine's own loop ran every step
+    after = [p for p in task.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    optimizer, scheduler = bench_train.optim(task, conf["trainer"])
+    assert bench_train.time_bare(task, batch, optimizer, scheduler, 1, 1.0) > 0
