@@ -44,7 +44,8 @@ def make_accelerator(trainer: dict) -> Accelerator:
     """CPU when no CUDA device exists, so ``accelerate launch --multi_gpu`` gives a gloo run.
 
     On the CPU each process gets its share of the cores (``accelerate launch`` otherwise pins
-    OMP_NUM_THREADS to 1 and a single-process run uses one core).
+    OMP_NUM_THREADS to 1 and a single-process run uses one core). ``trainer.mixed_precision`` null
+    leaves the choice to ``accelerate launch`` (its --mixed_precision flag or config file), else "no".
     """
     cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=trainer["mixed_precision"],

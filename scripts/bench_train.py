@@ -10,7 +10,11 @@
 2. Gradient caching (``trainer.contrastive_chunks``): peak resident memory added by one training step
    and its time, each setting in a fresh subprocess.
 
+3. Frozen backbone: bare steps with ``model.freeze_backbone=true`` on pixels and on the stored tower
+   outputs a feature cache (scripts/cache_features.py) serves, against fine-tuning on pixels.
+
 JSON keys: ``overhead`` (framework step time / bare step time - 1), ``bare_step_s``, ``framework_step_s``,
+``steps_s`` (per setting), ``feature_cache_speedup`` (fine-tuning step / frozen step on cached features),
 ``chunks`` (rows of chunks, peak_mb, step_s) and ``memory_saving`` (peak with 1 chunk / peak with the most).
 """
 from __future__ import annotations
@@ -38,14 +42,15 @@ from multitask.runlog import MetricsLog  # noqa: E402
 from tasks import build_task  # noqa: E402
 
 
-def default_conf(batch_size: int, chunks: int = 1) -> dict:
+def default_conf(batch_size: int, chunks: int = 1, freeze: bool = False) -> dict:
     """The default run's resolved settings (configs/), at ``batch_size``; no checkpoints or evaluation."""
     conf = {k: OmegaConf.to_container(OmegaConf.load(REPO / "configs" / f"{k}.yaml"))
             for k in ("train", "model/tiny", "data/synthetic", "task/retrieval")}
     trainer = {**conf["train"]["trainer"], "batch_size": batch_size, "save_every": None, "eval_every": None,
                "contrastive_chunks": chunks}
-    return {"trainer": trainer, "model": conf["model/tiny"], "data": conf["data/synthetic"],
-            "task": conf["task/retrieval"], "seed": 0}
+    model = {**conf["model/tiny"], "freeze_backbone": freeze}
+    return {"trainer": trainer, "model": model, "data": conf["data/synthetic"], "task": conf["task/retrieval"],
+            "seed": 0}
 
 
 def make_batch(conf: dict) -> dict:
@@ -102,20 +107,37 @@ def time_bare(task: torch.nn.Module, batch: dict, optimizer, scheduler, steps: i
     return (time.perf_counter() - start) / steps
 
 
+def frozen_setups(conf: dict, batch: dict) -> dict[str, tuple]:
+    """model.freeze_backbone=true stepped on pixels, and on the stored tower outputs a feature cache holds."""
+    frozen_conf = default_conf(conf["trainer"]["batch_size"], freeze=True)
+    torch.manual_seed(0)
+    frozen = build_task(frozen_conf).train()
+    with torch.no_grad():
+        video = batch["video"]
+        outputs = frozen.backbone.frame_outputs(video.flatten(0, 1)).view(*video.shape[:2], -1)  # (B, T, F)
+    return {"frozen, pixels": (frozen, batch, *optim(frozen, conf["trainer"])),
+            "frozen, cached features": (frozen, {**batch, "video": outputs}, *optim(frozen, conf["trainer"]))}
+
+
 def overhead(batch_size: int, blocks: int, steps: int) -> dict:
+    """Bare and framework steps of the default model, and bare steps of the frozen variants, interleaved."""
     conf = default_conf(batch_size)
     torch.manual_seed(0)
     task, batch = build_task(conf).train(), make_batch(conf)
-    optimizer, scheduler = optim(task, conf["trainer"])
+    bare = {"fine-tune, pixels": (task, batch, *optim(task, conf["trainer"])), **frozen_setups(conf, batch)}
+    clip = conf["trainer"]["grad_clip"]
+    times: dict[str, list[float]] = {name: [] for name in [*bare, "framework"]}
     with tempfile.TemporaryDirectory() as tmp:
         run = framework_run(conf, task, batch, steps, Path(tmp))
-        time_framework(run), time_bare(task, batch, optimizer, scheduler, 1, 1.0)  # warm-up
-        bare, framework = [], []
+        time_framework(run), [time_bare(*setup, 1, clip) for setup in bare.values()]  # warm-up
         for _ in tqdm(range(blocks), desc="step blocks", leave=False):
-            bare.append(time_bare(task, batch, optimizer, scheduler, steps, conf["trainer"]["grad_clip"]))
-            framework.append(time_framework(run))
-    b, f = statistics.median(bare), statistics.median(framework)
-    return {"bare_step_s": b, "framework_step_s": f, "overhead": f / b - 1}
+            for name, setup in bare.items():
+                times[name].append(time_bare(*setup, steps, clip))
+            times["framework"].append(time_framework(run))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    b, f = median["fine-tune, pixels"], median["framework"]
+    return {"bare_step_s": b, "framework_step_s": f, "overhead": f / b - 1, "steps_s": median,
+            "feature_cache_speedup": b / median["frozen, cached features"]}
 
 
 def rss_mb() -> float:
@@ -128,8 +150,9 @@ def child_memory(batch_size: int, chunks: int) -> dict:
     conf = default_conf(batch_size, chunks)
     torch.manual_seed(0)
     task, batch = build_task(conf).train(), make_batch(conf)
+    task({k: v[:2] for k, v in batch.items()})["loss"].backward()  # lazy initialisations, at a tiny batch
     before = rss_mb()
-    task(batch)["loss"].backward()  # the first step sets the peak; the second, warmed up, is timed
+    task(batch)["loss"].backward()  # sets the peak; the second step, warmed up, is timed
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     start = time.perf_counter()
     task(batch)["loss"].backward()
@@ -151,6 +174,11 @@ def report(result: dict, batch_size: int, memory_batch: int) -> None:
     print(f"{'bare':<12}{result['bare_step_s']:>10.4f}{1.0:>10.3f}")
     print(f"{'framework':<12}{result['framework_step_s']:>10.4f}{1 + result['overhead']:>10.3f}")
     print(f"overhead = {100 * result['overhead']:+.1f}%  (target under 10%)")
+    print("\nbare steps: fine-tuning against model.freeze_backbone=true, on pixels and on cached tower outputs")
+    full = result["steps_s"]["fine-tune, pixels"]
+    for name, seconds in result["steps_s"].items():
+        if name != "framework":
+            print(f"{name:<26}{seconds:>10.4f} s{full / seconds:>8.2f}x")
     print(f"\ngradient caching, one forward+backward at batch {memory_batch}")
     print(f"{'chunks':<8}{'peak MB':>10}{'vs 1':>8}{'s/step':>10}{'vs 1':>8}")
     first = result["chunks"][0]
@@ -170,8 +198,8 @@ def main() -> None:
         print(json.dumps(child_memory(args.batch, args.child)))
         return
     batch_size, blocks, steps, memory_batch = (16, 5, 3, 64) if args.quick else (64, 7, 8, 256)
-    result = overhead(batch_size, blocks, steps)
-    result["chunks"] = memory(memory_batch, [1, 4] if args.quick else [1, 2, 4, 8])
+    chunks = memory(memory_batch, [1, 4] if args.quick else [1, 2, 4, 8, 16])  # before this process sets up Accelerate
+    result = {**overhead(batch_size, blocks, steps), "chunks": chunks}
     result["memory_saving"] = result["chunks"][0]["peak_mb"] / result["chunks"][-1]["peak_mb"]
     report(result, batch_size, memory_batch)
     if args.json:

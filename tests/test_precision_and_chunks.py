@@ -89,3 +89,13 @@ def test_bf16_training_step_through_accelerate(kind, tokenizer_dir):
     assert dtypes == [torch.bfloat16]  # the towers ran in bf16
     assert out["loss"].dtype == torch.float32 and torch.isfinite(grads).all()
     assert abs(float(out["loss"].detach()) - float(float_run["loss"])) < 0.05 * float(float_run["loss"])
+
+
+@pytest.mark.parametrize("setting, launcher, expected", [(None, "bf16", "bf16"), ("no", "bf16", "no"),
+                                                         (None, None, "no")])
+def test_mixed_precision_null_defers_to_accelerate_launch(setting, launcher, expected, monkeypatch):
+    if launcher:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)  # what accelerate launch exports
+    else:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert make_accelerator({"mixed_precision": setting, "grad_accum": 1}).mixed_precision == expected
