@@ -19,7 +19,8 @@ class VideoDataset(Dataset):
     Training draws frame offsets (and subclasses their text choices) from a generator seeded by
     (seed, epoch, index), never from a worker's or rank's state, so a global batch is the same
     whatever the number of processes or workers. Evaluation takes segment-centre frames. With a
-    ``frame_cache`` every clip is read from it: segment-centre frames in training too (no jitter).
+    ``frame_cache`` every clip is read from it: segment-centre frames in training too (no jitter); a
+    ``FeatureCache`` there gives the frozen image tower's stored outputs (T, F) instead of frames.
     """
 
     def __init__(self, rows: datasets.Dataset, path_of: Callable[[str], str], infos: dict[str, VideoInfo],
