@@ -26,7 +26,7 @@ from multitask.dist import assert_same_on_all_ranks
 from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
-from multitask.runlog import MetricsLog, setup_logging, write_json
+from multitask.runlog import MetricsLog, environment, setup_logging, write_json
 from tasks import build_task, from_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ def run(cfg: DictConfig) -> dict:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(out / "environment.json", environment(accelerator.num_processes, str(accelerator.device),
+                                                         accelerator.mixed_precision))
     set_seed(conf["seed"])
     with accelerator.main_process_first():
         data = prepare_data(conf, show_progress=accelerator.is_main_process)

@@ -1,11 +1,16 @@
-"""Run-directory outputs: logging setup, metrics.jsonl, eval.json (rank 0 only)."""
+"""Run-directory outputs: logging setup, metrics.jsonl, eval.json, environment.json (rank 0 only)."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
+import platform
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+import torch
 
 from multitask.dist import mean_over_ranks
 
@@ -67,3 +72,35 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.write_text(json.dumps(clean, indent=2))
     tmp.replace(path)
 
+
+
+PACKAGES = ("torchvision", "open_clip_torch", "transformers", "accelerate", "datasets", "decord", "av",
+            "numpy", "sentencepiece", "pycocoevalcap", "hydra-core")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """The framework checkout's commit (with "-dirty" for uncommitted changes), or None outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def environment(num_processes: int, device: str, mixed_precision: str) -> dict:
+    """What a result depends on besides the config: library versions, processes, threads, commit."""
+    return {"python": platform.python_version(), "platform": platform.platform(), "commit": _git_commit(),
+            "torch": torch.__version__, "cuda": torch.version.cuda,  # the build tag pip metadata leaves out
+            "device": device, "num_processes": num_processes, "torch_threads": torch.get_num_threads(),
+            "mixed_precision": mixed_precision, "packages": {p: _version(p) for p in PACKAGES}}

@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+import transformers
 
 from conftest import GEN, REPO, run_train
 
@@ -40,6 +42,9 @@ def test_run_directory_and_predictions(trained):
     assert (out / "checkpoints" / "last" / ASSET[task]).read_bytes() == (out / ASSET[task]).read_bytes()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"loss", "contrastive_loss", f"{'caption' if task == 'caption' else 'answer'}_loss"} <= set(records[-1])
+    env = json.loads((out / "environment.json").read_text())
+    assert env["num_processes"] == 1 and env["device"] == "cpu" and env["mixed_precision"] == "no"
+    assert env["torch"] == torch.__version__ and env["packages"]["transformers"] == transformers.__version__
 
 
 def test_eval_only_uses_the_checkpoint_files(trained):
@@ -67,3 +72,4 @@ def test_two_process_evaluation_equals_one(trained):
     assert two["num_samples"] == one["num_samples"]
     assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-6)
     assert json.loads((target / "predictions.json").read_text()) == json.loads((out / "predictions.json").read_text())
+    assert json.loads((target / "environment.json").read_text())["num_processes"] == 2
