@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from multitask.video import CLIP_MEAN, CLIP_STD, VideoInfo, load_clip, pad_frames, probe_video, sample_indices
@@ -43,3 +44,48 @@ def test_probe_reports_missing_empty_and_truncated(tmp_path, tiny_root):
     assert str(probe_video(tmp_path / "cut.mp4")).startswith("undecodable")
     (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 10)
     assert str(probe_video(tmp_path / "junk.mp4")).startswith("undecodable")
+
+
+def _write_h264(path, frames: np.ndarray, rotation: int = 0) -> None:
+    """(t, h, w, 3) uint8 -> an H.264 .mp4, with a display rotation in the container when given."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _asymmetric_frames(t: int = 8) -> np.ndarray:
+    frames = np.full((t, 240, 320, 3), 40, np.uint8)  # stored landscape, as phones store portrait clips
+    frames[:, :, :40, 0] = 250  # red band at the left edge
+    frames[:, :60, :, 1] = 250  # green band at the top
+    return frames
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_display_rotation_is_applied_at_every_size(tmp_path, rotation):
+    """Phone clips store a turned frame plus a display rotation: the clip must look as a player shows it.
+
+    decord applies the rotation itself (at these sizes; it fails on some tiny quarter-turned frames, which
+    the probe then reports as undecodable), so this pins that behaviour of the decoder we depend on.
+    """
+    import av
+
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display rotation")
+    stored = _asymmetric_frames()
+    turned, upright = tmp_path / "turned.mp4", tmp_path / "upright.mp4"
+    _write_h264(turned, stored, rotation)
+    _write_h264(upright, np.ascontiguousarray(np.rot90(stored, rotation // 90, axes=(1, 2))))
+    info, reference = probe_video(turned), probe_video(upright)
+    assert (info.height, info.width) == (reference.height, reference.width)
+    clip, mask = load_clip(str(turned), info, 4, 32)
+    expected, _ = load_clip(str(upright), reference, 4, 32)
+    assert clip.shape == (4, 3, 32, 32) and mask.tolist() == [1, 1, 1, 1]
+    assert (clip - expected).abs().mean() < 0.05
+    assert (clip - expected.flip(-1)).abs().mean() > 0.3 or (clip - expected.flip(-2)).abs().mean() > 0.3
