@@ -114,3 +114,16 @@ def test_bad_videos_stop_before_training_or_are_skipped(trained, tmp_path):
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     record = json.loads((tmp_path / "skip" / "skipped_videos.json").read_text())
     assert record["count"] == 2 and sorted(Path(p).name for p in record["videos"]) == [videos[0].name, videos[1].name]
+
+
+def test_non_finite_loss_stops_with_its_step_and_keeps_the_checkpoints(trained, tmp_path):
+    base, _, _ = trained
+    out = tmp_path / "diverged"
+    result = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={out}",
+                       "trainer.lr=inf", "trainer.warmup_ratio=0", "trainer.save_every=1", "trainer.log_every=1")
+    assert result.returncode != 0
+    assert "non-finite loss nan at step 2" in result.stderr  # step 1's update made every new weight infinite
+    assert (out / "checkpoints" / "last").resolve().name == "step_1"
+    assert json.loads((out / "checkpoints" / "step_1" / "meta.json").read_text())["step"] == 1
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert not (out / "eval.json").exists()
