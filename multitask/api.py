@@ -1,8 +1,8 @@
 """Use a trained checkpoint on your own videos: ``multitask.load(checkpoint)``.
 
     model = multitask.load("outputs/retrieval/default/checkpoints/last")
-    index = model.build_index(["a.mp4", "b.mp4"])            # or VideoIndex.load(folder)
-    model.search("a red ball rolls left", k=5, index=index)  # [(video id, score), ...]
+    model.build_index(["a.mp4", "b.mp4"])         # or search(..., index="my.index"), a `multitask index` folder
+    model.search("a red ball rolls left", k=5)    # [(video id, score), ...]
     model.caption(["a.mp4"]); model.answer("a.mp4", "what colour is the ball?")
 """
 from __future__ import annotations
@@ -20,7 +20,12 @@ from multitask.video import VideoInfo, load_clip, probe_video
 
 
 class UnreadableVideoError(ValueError):
-    """Some input videos are missing or cannot be decoded; the message lists each with its reason."""
+    """Some input videos are missing or cannot be decoded; ``reasons`` maps each to why, as the message lists."""
+
+    def __init__(self, reasons: dict[str, str], total: int) -> None:
+        self.reasons = reasons
+        listing = "\n".join(f"  {p}: {reason}" for p, reason in reasons.items())
+        super().__init__(f"{len(reasons)} of {total} videos cannot be read:\n{listing}")
 
 
 @dataclass
@@ -39,10 +44,11 @@ def probe_all(paths: list[str]) -> tuple[dict[str, VideoInfo], dict[str, str]]:
 
 
 def require_readable(paths: list[str]) -> dict[str, VideoInfo]:
+    if not paths:
+        raise ValueError("no video paths given")
     good, bad = probe_all(paths)
     if bad:
-        listing = "\n".join(f"  {p}: {reason}" for p, reason in bad.items())
-        raise UnreadableVideoError(f"{len(bad)} of {len(paths)} videos cannot be read:\n{listing}")
+        raise UnreadableVideoError(bad, len(paths))
     return good
 
 
@@ -54,6 +60,7 @@ class Model:
         self.backbone = task.backbone
         self.num_frames, self.image_size = conf["data"]["num_frames"], conf["data"]["image_size"]
         self.block_size = conf["eval"]["block_size"]
+        self.index: FrameFeatures | None = None  # what search ranks by default (build_index)
 
     @property
     def task_name(self) -> str:
@@ -63,8 +70,15 @@ class Model:
                  progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         quiet = not progress or len(paths) <= batch_size
         for i in tqdm(range(0, len(paths), batch_size), desc="encoding videos", disable=quiet):
-            clips = [load_clip(p, infos[p], self.num_frames, self.image_size) for p in paths[i: i + batch_size]]
+            clips = [self._clip(p, infos[p]) for p in paths[i: i + batch_size]]
             yield torch.stack([c[0] for c in clips]), torch.stack([c[1] for c in clips])
+
+    def _clip(self, path: str, info: VideoInfo) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return load_clip(path, info, self.num_frames, self.image_size)
+        except Exception as err:  # a file damaged past the frames the probe decodes
+            reason = f"undecodable while loading ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+            raise UnreadableVideoError({path: reason}, 1) from err
 
     @torch.no_grad()
     def encode_frames(self, paths: list[str], batch_size: int = 16, progress: bool = True,
@@ -79,6 +93,11 @@ class Model:
             masks.append(mask.cpu())
         return FrameFeatures([Path(p).stem for p in paths], torch.cat(frames), torch.cat(masks))
 
+    def build_index(self, paths: list[str], batch_size: int = 16) -> FrameFeatures:
+        """Encode videos once for ``search`` (ids: file names without extension); kept as ``self.index``."""
+        self.index = self.encode_frames(paths, batch_size)
+        return self.index
+
     def embed_videos(self, paths: list[str], batch_size: int = 16) -> torch.Tensor:
         """(N, D) L2-normalised mean-pooled video embeddings (before EMCL, which works on sets)."""
         feats = self.encode_frames(paths, batch_size)
@@ -87,6 +106,8 @@ class Model:
     @torch.no_grad()
     def embed_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """(N, D) L2-normalised text embeddings from the CLIP text tower."""
+        if not texts:
+            raise ValueError("no texts given")
         out = [self.backbone.encode_text(self.backbone.tokenize(texts[i: i + batch_size]).to(self.device)).float().cpu()
                for i in range(0, len(texts), batch_size)]
         return F.normalize(torch.cat(out), dim=-1)
@@ -99,12 +120,18 @@ class Model:
         return self.task.tasks[name] if self.task_name == "multi" else self.task
 
     @torch.no_grad()
-    def search(self, query: str, k: int = 5, index: FrameFeatures | None = None) -> list[tuple[str, float]]:
-        """The k best videos of ``index`` for ``query``, scored through EMCL as at evaluation."""
+    def search(self, query: str, k: int = 5, index: FrameFeatures | str | Path | None = None) -> list[tuple[str, float]]:
+        """The k best videos for ``query``, scored through EMCL as at evaluation. ``index``: features from
+        ``build_index`` / ``encode_frames``, a folder written by ``multitask index``, or None for ``self.index``."""
+        from multitask.search_index import load_index
         from tasks.retrieval import blockwise_similarity
 
+        if isinstance(index, (str, Path)):
+            index = load_index(Path(index).expanduser())[0]
+        index = self.index if index is None else index
         if index is None or not index.ids:
-            raise ValueError("search needs a non-empty index (Model.encode_frames, or VideoIndex.load)")
+            raise ValueError("search needs an index: call build_index(paths) first, or pass index=<folder> "
+                             "written by `multitask index`")
         task = self._head("retrieval")
         text = self.backbone.encode_text(self.backbone.tokenize([query]).to(self.device)).float()  # (1, D)
         sim = blockwise_similarity(task.head, text, index.frames.to(self.device), index.mask.to(self.device),

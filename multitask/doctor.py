@@ -12,9 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from multitask.data import activitynet, didemo, msrvtt
 from multitask.data.checks import check_videos
+from multitask.data.msvd import read_list
 from multitask.data.registry import TABLES, VIDEOS, layout_of
-from multitask.data.tables import AnnotationError, cache_dir
+from multitask.data.tables import cache_dir, read_json
+
+# layouts whose loaders read an id list beside the captions (and drop repeated or uncaptioned ids): split -> ids
+LISTED_IDS = {
+    "activitynet": lambda root: {s: [str(v) for v in read_json(root / f[0])] for s, f in activitynet.SPLITS.items()},
+    "didemo": lambda root: {s: read_list(root / f[0]) for s, f in didemo.SPLITS.items()},
+}
 
 
 @dataclass
@@ -44,6 +52,19 @@ def _check_ids(report: Report, task: str, splits: dict[str, list[str]], one_row_
         report.problem(f"{task}: {len(both)} videos are in both train and test, e.g. {', '.join(both[:5])}")
 
 
+def _check_listed(report: Report, task: str, listed: dict[str, list[str]], kept: dict[str, set[str]]) -> None:
+    """Id lists as written: repeated ids, and ids with no captions (which the loader leaves out)."""
+    for split, ids in listed.items():
+        repeated = [v for v, n in Counter(ids).items() if n > 1]
+        if repeated:
+            report.problem(f"{task} {split}: {len(repeated)} ids appear more than once in the id list, "
+                           f"e.g. {', '.join(repeated[:5])}")
+        uncaptioned = [v for v in dict.fromkeys(ids) if v not in kept[split]]
+        if uncaptioned:
+            report.problem(f"{task} {split}: {len(uncaptioned)} listed ids have no captions, "
+                           f"e.g. {', '.join(uncaptioned[:5])}")
+
+
 def _text_stats(report: Report, task: str, train, test) -> None:
     if task == "qa":
         kinds = Counter(test["category"])
@@ -61,15 +82,15 @@ def _text_stats(report: Report, task: str, train, test) -> None:
 
 def _check_task(report: Report, task: str, cfg: dict, root: Path) -> set[str]:
     """Check one task's annotations; returns the video paths they need."""
-    try:
-        train, test = TABLES[layout_of(cfg)][task](root, cfg)
-    except (AnnotationError, FileNotFoundError) as err:
-        report.problem(f"{task}: {err}")
-        return set()
+    layout = layout_of(cfg)
+    train, test = TABLES[layout][task](root, cfg)
     report.info(f"{task}: train {len(train)} rows, test {len(test)} rows")
     _check_ids(report, task, {"train": list(train["video_id"]), "test": list(test["video_id"])}, task != "qa")
+    if layout in LISTED_IDS:
+        _check_listed(report, task, LISTED_IDS[layout](root), {"train": set(train["video_id"]),
+                                                               "test": set(test["video_id"])})
     _text_stats(report, task, train, test)
-    path_of, index = VIDEOS[layout_of(cfg)](root, cfg)
+    path_of, index = VIDEOS[layout](root, cfg)
     ids = set(train["video_id"]) | set(test["video_id"])
     if index is not None:
         unfound = sorted(ids - set(index))
@@ -92,9 +113,16 @@ def diagnose(data: str, root: Path, video_root: Path | None = None, show_progres
     if data == "msrvtt" and not (root / "msrvtt_qa").is_dir():
         tasks.remove("qa")
         report.info("no msrvtt_qa/ folder: QA annotations not checked")
+    nine_k, seven_k = (msrvtt.TRAIN_LISTS[k] for k in ("9k", "7k"))
+    if data == "msrvtt" and not (root / nine_k).is_file() and (root / seven_k).is_file():
+        cfg["train_list"] = "7k"
+        report.info(f"no {nine_k}: retrieval checked with {seven_k}")
     paths: set[str] = set()
     for task in tasks:
-        paths |= _check_task(report, task, cfg, root)
+        try:
+            paths |= _check_task(report, task, cfg, root)
+        except Exception as err:  # whatever breaks one task's check is reported; the others still run
+            report.problem(f"{task}: {err if isinstance(err, (OSError, ValueError)) else repr(err)}")
     _, bad = check_videos(sorted(paths), cache_dir(root) / "video_probe.json", "skip", show_progress)
     report.info(f"videos: {len(paths)} referenced, {len(paths) - len(bad)} decodable")
     for path, reason in sorted(bad.items()):

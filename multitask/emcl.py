@@ -60,19 +60,31 @@ class EMCL(nn.Module):
         self.register_buffer("mean", reference_init(num_bases, generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, D) -> (N, D) in x's dtype. In eval mode also (G, N, D): G independent sets in one batched
-        call (evaluation's blocks), each as its own 2-D call would treat it."""
-        if x.dim() != 2 and not (x.dim() == 3 and not self.training):
-            raise ValueError(f"EMCL expects a 2-D (samples, dims) tensor (3-D, a batch of sets, in eval mode "
-                             f"only), got shape {tuple(x.shape)}")
+        """x: (N, D) -> (N, D) in x's dtype."""
+        if x.dim() != 2:
+            raise ValueError(f"EMCL expects a 2-D (samples, dims) tensor, got shape {tuple(x.shape)} "
+                             "(for a batch of independent sets in eval mode, use EMCL.forward_sets)")
+        lam, out = self._reconstruct(x)
+        if self.training:
+            with torch.no_grad():
+                self.mean.mul_(self.momentum).add_(lam.mean(dim=0), alpha=1.0 - self.momentum)
+        return out
+
+    def forward_sets(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (G, N, D), G independent sets in one batched call (evaluation's blocks), each as ``forward``
+        treats it in eval mode; M is not updated, so this is for eval mode only."""
+        if x.dim() != 3 or self.training:
+            raise ValueError(f"EMCL.forward_sets expects a 3-D (sets, samples, dims) tensor in eval mode, got shape "
+                             f"{tuple(x.shape)} in {'training' if self.training else 'eval'} mode")
+        return self._reconstruct(x)[1]
+
+    def _reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lambda (..., N, K) in float32, the output (..., N, D) in x's dtype)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             x32 = x.float()
             lam, y = em_iterations(x32.detach(), self.mean, self.iters, self.sigma)
             out = self.beta * (lam @ y.transpose(-1, -2)) + x32  # (..., N, D)
-        if self.training:
-            with torch.no_grad():
-                self.mean.mul_(self.momentum).add_(lam.mean(dim=0), alpha=1.0 - self.momentum)
-        return out.to(x.dtype)
+        return lam, out.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"num_bases={self.num_bases}, iters={self.iters}, momentum={self.momentum}, "

@@ -27,7 +27,7 @@ from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog, environment, setup_logging, write_json
-from tasks import build_task, from_checkpoint
+from tasks import build_task, checkpoint_config, from_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +273,7 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
         task, _ = from_checkpoint(folder, head=conf["task"]["name"])
     else:
         ckpt.read_meta(folder, conf["task"]["name"])
+        conf = {**conf, "model": checkpoint_config(folder)["model"]}  # the architecture the weights were saved for
         task = build_task(conf, data, assets=folder)
         load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
     check_feature_cache(conf, task)

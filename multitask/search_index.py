@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from multitask.api import FrameFeatures, Model, probe_all
+from multitask.api import FrameFeatures, Model, UnreadableVideoError, probe_all
 from multitask.data.video_index import VIDEO_EXTENSIONS
 
 META = "index.json"
@@ -49,25 +49,47 @@ def build_index(model: Model, video_dir: Path, out: Path, batch_size: int = 16) 
     Returns {"added", "already", "failed": {path: reason}}.
     """
     out.mkdir(parents=True, exist_ok=True)
+    video_dir = video_dir.expanduser().resolve()  # entries are absolute paths: `./clips` and `clips` agree
     meta = _read_meta(out, str(model.checkpoint.resolve()))
     done = {e["path"] for e in meta["entries"]}
     files = video_files(video_dir)
     todo = [str(p) for p in files if str(p) not in done]
     good, bad = probe_all(todo)
     readable = [p for p in todo if p in good]
-    part = 1 + max((e["part"] for e in meta["entries"]), default=-1)
+    part, added = 1 + max((e["part"] for e in meta["entries"]), default=-1), 0
     for i in tqdm(range(0, len(readable), batch_size), desc="indexing", disable=not readable):
-        batch = readable[i: i + batch_size]
-        feats = model.encode_frames(batch, batch_size, progress=False, infos=good)
+        batch, feats = _encode(model, readable[i: i + batch_size], good, bad)
+        if not batch:
+            continue
         save_file({"frames": feats.frames.contiguous(), "mask": feats.mask.contiguous()},
                   str(out / f"part_{part}.safetensors"))
         meta["entries"] += [{"id": str(Path(p).relative_to(video_dir).with_suffix("")), "path": p, "part": part}
                             for p in batch]
         _write_meta(out, meta)
-        part += 1
+        part, added = part + 1, added + len(batch)
     meta["failed"] = bad
     _write_meta(out, meta)
-    return {"added": len(readable), "already": len(files) - len(todo), "failed": bad}
+    return {"added": added, "already": len(files) - len(todo), "failed": bad}
+
+
+def _encode(model: Model, batch: list[str], infos: dict, bad: dict[str, str]) -> tuple[list[str], FrameFeatures | None]:
+    """(the paths encoded, their features): a batch in one pass, or file by file when one of them fails
+    to decode past the probe; those failures are added to ``bad``."""
+    try:
+        return batch, model.encode_frames(batch, len(batch), progress=False, infos=infos)
+    except UnreadableVideoError:
+        pass
+    encoded, parts = [], []
+    for path in batch:
+        try:
+            parts.append(model.encode_frames([path], 1, progress=False, infos=infos))
+            encoded.append(path)
+        except UnreadableVideoError as err:
+            bad.update(err.reasons)
+    if not parts:
+        return [], None
+    return encoded, FrameFeatures([i for f in parts for i in f.ids], torch.cat([f.frames for f in parts]),
+                                  torch.cat([f.mask for f in parts]))
 
 
 def load_index(folder: Path) -> tuple[FrameFeatures, str]:

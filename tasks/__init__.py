@@ -106,18 +106,25 @@ def build_task(cfg: dict, data: TaskData | None = None, assets: Path | None = No
     return TASKS[name](cfg, data, assets)
 
 
+def checkpoint_config(folder: Path) -> dict:
+    """The resolved config a checkpoint was saved with, ``model.pretrained`` cleared (the checkpoint holds
+    every weight: never look for CLIP weights)."""
+    if not (folder / "config.yaml").is_file():
+        raise FileNotFoundError(f"{folder} is not a checkpoint folder with a config.yaml "
+                                "(expected e.g. outputs/<task>/default/checkpoints/last)")
+    conf = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True)
+    conf["model"]["pretrained"] = None
+    return conf
+
+
 def from_checkpoint(folder: Path, head: str | None = None) -> tuple[nn.Module, dict]:
     """(the task rebuilt from a checkpoint's config.yaml, files and weights; that config).
 
     ``head`` picks one head of a task=multi checkpoint (shared backbone and EMCL included).
     """
     folder = Path(folder).expanduser()
-    if not (folder / "config.yaml").is_file():
-        raise FileNotFoundError(f"{folder} is not a checkpoint folder with a config.yaml "
-                                "(expected e.g. outputs/<task>/default/checkpoints/last)")
-    conf = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True)
+    conf = checkpoint_config(folder)
     read_meta(folder, conf["task"]["name"])
-    conf["model"]["pretrained"] = None  # the checkpoint holds every weight: never look for CLIP weights
     task = build_task(conf, None, assets=folder)
     load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save
     if head is None or head == conf["task"]["name"]:

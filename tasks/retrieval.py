@@ -122,7 +122,7 @@ def _batched_blocks(head: RetrievalHead, text: torch.Tensor, video: torch.Tensor
             chunk = starts[k: k + per_call]
             rows = torch.stack([torch.cat([video[j: j + b], text[i: i + a]]) for i, j in chunk])  # (G, b + a, D)
             if head.emcl is not None:
-                rows = head.emcl(rows)
+                rows = head.emcl.forward_sets(rows)
             rows = F.normalize(rows, dim=-1)
             block_sims = rows[:, b:] @ rows[:, :b].transpose(1, 2)  # (G, a, b)
             for (i, j), block in zip(chunk, block_sims):

@@ -138,3 +138,19 @@ def test_train_and_evaluate_on_a_synthetic_layout(tmp_path):
     report = json.loads((out / "eval.json").read_text())
     assert report["num_samples"] > 24 and "probe/colour" not in report["metrics"]  # every caption a query
     assert (tmp_path / "data" / "raw-captions.pkl").is_file()
+
+
+def test_doctor_reports_repeated_and_uncaptioned_ids_of_id_lists(tmp_path):
+    """The loaders drop these quietly (real lists hold them); doctor must name them."""
+    import json
+
+    from multitask.doctor import diagnose
+
+    root = generate_synthetic(tmp_path / "anet", seed=0, show_progress=False, layout="activitynet", **TINY)
+    ids = json.loads((root / "train_ids.json").read_text())
+    (root / "train_ids.json").write_text(json.dumps(ids + [ids[0], "v_neverCaptioned"]))
+    report = diagnose("activitynet", root, show_progress=False)
+    assert f"retrieval train: 1 ids appear more than once in the id list, e.g. {ids[0]}" in report.problems
+    assert ("retrieval train: 2 listed ids have no captions, e.g. v_synNoCaptiontrain, v_neverCaptioned"
+            in report.problems)  # the generator writes one such id per split, as the real lists hold them
+    assert "retrieval test: 1 listed ids have no captions, e.g. v_synNoCaptiontest" in report.problems

@@ -85,17 +85,21 @@ def test_reference_init_is_plus_minus_one():
 
 
 def test_rejects_non_2d():
-    with pytest.raises(ValueError, match="2-D"):
-        EMCL()(torch.randn(2, 3, 4))  # a batch of sets is for eval mode only (the mean update needs one set)
-    with pytest.raises(ValueError, match="2-D"):
-        EMCL().eval()(torch.randn(2, 3, 4, 5))
+    for emcl in (EMCL(), EMCL().eval()):
+        for shape in ((5,), (2, 3, 4), (2, 3, 4, 5)):
+            with pytest.raises(ValueError, match="2-D"):
+                emcl(torch.randn(*shape))
+    with pytest.raises(ValueError, match="eval mode"):
+        EMCL().forward_sets(torch.randn(2, 3, 4))  # the mean update needs one set
+    with pytest.raises(ValueError, match="3-D"):
+        EMCL().eval().forward_sets(torch.randn(3, 4))
 
 
 def test_batch_of_sets_equals_one_call_per_set():
     emcl = EMCL(num_bases=5).eval()
     sets = torch.randn(3, 10, 6)
     expected = torch.stack([emcl(s) for s in sets])
-    assert torch.allclose(emcl(sets), expected, atol=1e-6)
+    assert torch.allclose(emcl.forward_sets(sets), expected, atol=1e-6)
     assert not torch.allclose(expected[0], emcl(sets.flatten(0, 1))[:10], atol=1e-3)  # sets are independent
 
 

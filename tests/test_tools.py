@@ -48,8 +48,7 @@ def test_index_is_resumable_and_search_ranks_like_the_api(checkpoints, clips, tm
     found = cli("search", index, "a red shape moves to the left", "-k", "3")
     assert found.returncode == 0, found.stderr[-2000:]
     rows = [line.split("\t") for line in found.stdout.strip().splitlines()]
-    features, _ = load_index(index)
-    expected = multitask.load(checkpoints["retrieval"]).search("a red shape moves to the left", 3, features)
+    expected = multitask.load(checkpoints["retrieval"]).search("a red shape moves to the left", 3, index=index)
     assert [(r[1], float(r[2])) for r in rows] == [(v, pytest.approx(s, abs=1e-4)) for v, s in expected]
     assert {r[1] for r in rows} <= {"video44", "video45", "video46", "video47", "sub/video50", "sub/video51"}
 
@@ -75,6 +74,37 @@ def test_api_embeddings_and_wrong_head(checkpoints, clips):
     assert torch.allclose(texts.norm(dim=-1), torch.ones(3), atol=1e-5)
     with pytest.raises(ValueError, match="trained for task=retrieval; caption needs a checkpoint with a caption head"):
         model.caption([clips / "video44.mp4"])
+    with pytest.raises(ValueError, match="call build_index"):
+        model.search("a red ball", k=2)
+    with pytest.raises(ValueError, match="no texts"):
+        model.embed_texts([])
+    with pytest.raises(ValueError, match="no video paths"):
+        model.embed_videos([])
+    model.build_index([clips / "video44.mp4", clips / "sub" / "video50.mp4"])
+    found = model.search("a red ball", k=5)
+    assert sorted(v for v, _ in found) == ["video44", "video50"] and found[0][1] >= found[1][1]
+
+
+def test_index_goes_on_past_a_file_that_fails_after_the_probe(checkpoints, clips, tmp_path, monkeypatch):
+    import multitask.api as api
+    from multitask.search_index import build_index
+
+    real = api.load_clip
+    def damaged_in_the_middle(path, *args, **kwargs):
+        if path.endswith("video45.mp4"):
+            raise RuntimeError("corrupt packet at frame 57")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(api, "load_clip", damaged_in_the_middle)
+    model = multitask.load(checkpoints["retrieval"])
+    summary = build_index(model, clips, tmp_path / "index", batch_size=4)
+    assert summary["added"] == 5 and len(summary["failed"]) == 2
+    reason = summary["failed"][str((clips / "video45.mp4").resolve())]
+    assert reason == "undecodable while loading (RuntimeError: corrupt packet at frame 57)"
+    assert sorted(load_index(tmp_path / "index")[0].ids) == ["sub/video50", "sub/video51", "video44", "video46",
+                                                               "video47"]
+    with pytest.raises(api.UnreadableVideoError, match="video45.mp4: undecodable while loading"):
+        model.embed_videos([clips / "video44.mp4", clips / "video45.mp4"])
 
 
 def test_emcl_score_writes_scores_and_metrics(tmp_path):
@@ -113,3 +143,16 @@ def test_doctor_passes_a_good_dataset_and_lists_every_problem(checkpoints, tmp_p
     assert "retrieval: 1 videos are in both train and test, e.g. video45" in out
     assert f"video {broken / 'videos' / 'all' / 'video3.mp4'}: missing" in out
     assert f"video {broken / 'videos' / 'all' / 'video50.mp4'}: undecodable" in out
+
+
+def test_doctor_checks_retrieval_with_the_7k_list_and_reports_every_task(tiny_copy):
+    from multitask.doctor import diagnose
+
+    (tiny_copy / "MSRVTT_train.9k.csv").rename(tiny_copy / "MSRVTT_train.7k.csv")
+    report = diagnose("msrvtt", tiny_copy, show_progress=False)
+    assert not report.problems and "no MSRVTT_train.9k.csv: retrieval checked with MSRVTT_train.7k.csv" in report.lines
+    (tiny_copy / "msrvtt_qa" / "train_qa.json").write_text('[{"question": "what?", "answer": "x", "video_id": 1, '
+                                                           '"id": "not-a-number"}]')
+    report = diagnose("msrvtt", tiny_copy, show_progress=False)
+    assert len(report.problems) == 1 and report.problems[0].startswith("qa: ")
+    assert any(line.startswith("caption: train") for line in report.lines)  # the other tasks were still checked

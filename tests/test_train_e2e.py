@@ -34,7 +34,8 @@ def test_eval_only_reproduces_final_metrics(trained):
     base, out, _ = trained
     again = base / "eval"
     result = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={again}",
-                       "eval_only=true", f"checkpoint={out / 'checkpoints' / 'last'}")
+                       "eval_only=true", f"checkpoint={out / 'checkpoints' / 'last'}",
+                       "model.temporal=transformer")  # the model is the checkpoint's, whatever the command says
     assert result.returncode == 0, result.stderr[-3000:]
     first = json.loads((out / "eval.json").read_text())["metrics"]
     second = json.loads((again / "eval.json").read_text())["metrics"]

@@ -56,8 +56,13 @@ class VideoDataset(Dataset):
         if self.frame_cache is not None:  # segment centres; the window was checked against the cache's
             video, mask = self.frame_cache.load(video_id, self.infos[path])
         else:
-            video, mask = load_clip(path, self.infos[path], self.num_frames, self.image_size, rng,
-                                    augment=self.augment and self.train, max_seconds=max_seconds)
+            try:
+                video, mask = load_clip(path, self.infos[path], self.num_frames, self.image_size, rng,
+                                        augment=self.augment and self.train, max_seconds=max_seconds)
+            except Exception as err:  # decord's errors have no common base class
+                raise RuntimeError(f"{path} passed the check before training (its first and last frames decode) "
+                                   f"but failed to load: {type(err).__name__}: {str(err).splitlines()[0][:200]}. "
+                                   "It is damaged in between: re-encode it or remove it from the dataset") from err
         return {"video": video, "video_mask": mask}  # (T, 3, H, W), (T,)
 
     def __getitem__(self, index: int) -> dict:
