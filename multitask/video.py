@@ -46,14 +46,29 @@ def probe_video(path: str | os.PathLike) -> VideoInfo | str:
         return "empty file"
     try:
         reader = _decord().VideoReader(str(path), num_threads=1)
-        n = len(reader)
-        if n == 0:
+        if len(reader) == 0:
             return "no frames"
-        frames = reader.get_batch([0, n - 1]).asnumpy()  # (2, H, W, 3)
+        n, frames = _first_and_last(reader)
         fps = float(reader.get_avg_fps() or 0.0)
     except Exception as err:  # decord raises its own DECORDError and RuntimeError variants
         return f"undecodable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
     return VideoInfo(num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]), fps=fps)
+
+
+def _first_and_last(reader) -> tuple[int, np.ndarray]:
+    """(frames up to the last decodable one, the first and that last frame (2, H, W, 3)).
+
+    Containers can over-report the frame count by a few frames, and decord then fails on the last ones;
+    up to max(4, 2%) missing at the end are tolerated (sampling uses the decodable count), more is an error.
+    """
+    n = len(reader)
+    first_error = None
+    for count in range(n, max(1, n - max(4, n // 50)) - 1, -1):
+        try:
+            return count, reader.get_batch([0, count - 1]).asnumpy()
+        except Exception as err:  # try one frame shorter
+            first_error = first_error or err
+    raise first_error
 
 
 def probe_videos(paths: list[str], num_threads: int = 4, show_progress: bool = True) -> dict[str, VideoInfo | str]:

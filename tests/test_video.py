@@ -89,3 +89,39 @@ def test_display_rotation_is_applied_at_every_size(tmp_path, rotation):
     assert clip.shape == (4, 3, 32, 32) and mask.tolist() == [1, 1, 1, 1]
     assert (clip - expected).abs().mean() < 0.05
     assert (clip - expected.flip(-1)).abs().mean() > 0.3 or (clip - expected.flip(-2)).abs().mean() > 0.3
+
+
+@pytest.mark.parametrize("extra", [3, 30])
+def test_probe_tolerates_a_few_overcounted_frames_only(monkeypatch, tiny_root, extra):
+    """A container claiming a few frames more than decode is usable with the frames it has; many more is not."""
+    import types
+
+    import multitask.video as video
+
+    real = video._decord()
+
+    class Overcounting:
+        def __init__(self, path, **kwargs):
+            self.inner = real.VideoReader(path, **kwargs)
+
+        def __len__(self):
+            return len(self.inner) + extra
+
+        def get_batch(self, indices):
+            if max(indices) >= len(self.inner):
+                raise RuntimeError("Error reading frame past the end")
+            return self.inner.get_batch(indices)
+
+        def get_avg_fps(self):
+            return self.inner.get_avg_fps()
+
+    path = str(tiny_root / "videos" / "all" / "video0.mp4")
+    true_count = probe_video(path).num_frames
+    monkeypatch.setattr(video, "_decord", lambda: types.SimpleNamespace(VideoReader=Overcounting))
+    info = probe_video(path)
+    if extra > 4:
+        assert info == "undecodable (RuntimeError: Error reading frame past the end)"
+        return
+    assert info.num_frames == true_count
+    clip, mask = load_clip(path, info, 20, 32)
+    assert mask.sum() == min(20, true_count)
