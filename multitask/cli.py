@@ -68,8 +68,9 @@ def cmd_emcl_score(args: argparse.Namespace) -> int:
         metrics = {f"t2v/{k}": v for k, v in retrieval_metrics(scores).items()}
         metrics.update({f"v2t/{k}": v for k, v in retrieval_metrics(scores.T).items()})
         print(format_table(metrics))
-        if args.metrics:
-            Path(args.metrics).write_text(json.dumps(metrics, indent=2))
+        target = args.metrics or args.out.with_suffix(".metrics.json")
+        target.write_text(json.dumps(metrics, indent=2))
+        print(f"{target}: retrieval metrics (row i matches column i)")
     return 0
 
 
@@ -111,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("text", type=Path, help=".npy (num_texts, D)")
     p.add_argument("video", type=Path, help=".npy (num_videos, D)")
     p.add_argument("--out", type=Path, default=Path("emcl_scores.npy"))
-    p.add_argument("--metrics", type=Path, help="also write the retrieval metrics (square input) as JSON")
+    p.add_argument("--metrics", type=Path, help="where the retrieval metrics of square input go (default: OUT with .metrics.json)")
     p.add_argument("--num-bases", type=int, default=32)
     p.add_argument("--iters", type=int, default=9)
     p.add_argument("--seed", type=int, default=0)
