@@ -27,7 +27,7 @@ from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog, environment, setup_logging, write_json
-from tasks import build_task, checkpoint_config, from_checkpoint
+from tasks import build_task, from_checkpoint, with_checkpoint_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,11 @@ def train_loader(data: TaskData, trainer: dict, seed: int, world: int) -> DataLo
             raise ValueError(f"{n} training samples cannot be split across {world} processes")
         logger.warning("only %d training samples, fewer than trainer.batch_size=%d: using batches of %d",
                        n, trainer["batch_size"], batch_size)
+    # Its own generator: starting an epoch's iterator then draws (worker seeds) from it, not from the global RNG
+    # that dropout uses, so a run resumed mid-epoch sees the same dropout masks as the uninterrupted run.
     return DataLoader(data.train, batch_sampler=data.train.batch_sampler(batch_size, seed),
-                      num_workers=trainer["num_workers"], persistent_workers=False)
+                      num_workers=trainer["num_workers"], persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def total_steps(trainer: dict, batches_per_epoch: int) -> int:
@@ -215,6 +218,7 @@ def save_checkpoint(run: Run) -> None:
     root = Path(conf["output_dir"]) / "checkpoints"
     staging = ckpt.staging_dir(root, loop.step)
     accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()  # every rank's RNG state is in the folder before rank 0 finalizes it
     if accelerator.is_main_process:
         accelerator.unwrap_model(run.task).save_assets(staging)
         (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))  # to rebuild the model
@@ -273,7 +277,7 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
         task, _ = from_checkpoint(folder, head=conf["task"]["name"])
     else:
         ckpt.read_meta(folder, conf["task"]["name"])
-        conf = {**conf, "model": checkpoint_config(folder)["model"]}  # the architecture the weights were saved for
+        conf = with_checkpoint_architecture(conf, folder)
         task = build_task(conf, data, assets=folder)
         load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
     check_feature_cache(conf, task)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import math
 import platform
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 
 from multitask.dist import mean_over_ranks
+
+logger = logging.getLogger(__name__)
 
 
 def _not_root_info(record: logging.LogRecord) -> bool:
@@ -56,13 +59,25 @@ class MetricsLog:
         """Drop records past ``step`` (written after the checkpoint a resumed run restarts from)."""
         if not self.enabled or not self.path.is_file():
             return
-        lines = self.path.read_text().splitlines(keepends=True)
-        self.path.write_text("".join(line for line in lines if json.loads(line)["step"] <= step))
+        kept = [line for line in self.path.read_text().splitlines() if _step_of(line, self.path) <= step]
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str, path: Path) -> float:
+    """A record's step; a blank or cut-off line (a run killed while appending) counts as past every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        if line.strip():
+            logger.warning("%s: dropping an unreadable line %r", path, line[:80])
+        return math.inf
 
 
 def write_json(path: Path, payload: dict) -> None:

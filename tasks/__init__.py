@@ -117,6 +117,16 @@ def checkpoint_config(folder: Path) -> dict:
     return conf
 
 
+INFERENCE_OPTIONS = ("num_beams",)  # task keys an evaluation may change; the others shape the saved weights
+
+
+def with_checkpoint_architecture(conf: dict, folder: Path) -> dict:
+    """``conf`` with the model and task settings the checkpoint was saved with (inference options as given)."""
+    saved = checkpoint_config(folder)
+    task = {**saved["task"], **{k: conf["task"][k] for k in INFERENCE_OPTIONS if k in conf["task"]}}
+    return {**conf, "model": saved["model"], "task": task}
+
+
 def from_checkpoint(folder: Path, head: str | None = None) -> tuple[nn.Module, dict]:
     """(the task rebuilt from a checkpoint's config.yaml, files and weights; that config).
 

@@ -45,3 +45,17 @@ def test_non_finite_loss_names_the_step():
     check_finite(torch.tensor(1.5), 0)
     with pytest.raises(FloatingPointError, match="at step 8"):
         check_finite(torch.tensor(float("nan")), 7)
+
+
+def test_metrics_log_truncation_survives_a_cut_off_line(tmp_path):
+    """A run killed while appending leaves half a line; resume must still truncate the log."""
+    import json
+
+    from multitask.runlog import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.2}\n{"ste')
+    MetricsLog(path, True).truncate_after(2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    MetricsLog(path, True).truncate_after(1)
+    assert path.read_text() == '{"step": 1, "loss": 2.0}\n'

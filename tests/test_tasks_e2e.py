@@ -13,8 +13,9 @@ from conftest import GEN, REPO, run_train
 EXPECTED = {"caption": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"},
             "qa": {"accuracy", "top5_accuracy", "accuracy/what", "accuracy/how"}}
 ASSET = {"caption": "tokenizer.model", "qa": "answers.json"}
-# eval_only must take the tokenizer / answers from the checkpoint, whatever these say
-OTHER_ASSETS = {"caption": "task.vocab_size=40", "qa": "task.num_answers=3"}
+# eval_only must take the tokenizer / answers and the head's architecture from the checkpoint, whatever these say
+OTHER_ASSETS = {"caption": ("task.vocab_size=40", "task.decoder.width=64", "task.max_length=40"),
+                "qa": ("task.num_answers=3", "task.classifier.hidden_dim=64")}
 
 
 @pytest.fixture(scope="module", params=["caption", "qa"])
@@ -51,7 +52,7 @@ def test_eval_only_uses_the_checkpoint_files(trained):
     task, out = trained
     again = out.parent / f"eval-{task}"
     result = run_train(f"task={task}", "debug=quick", f"data.root={out.parent / 'data'}", GEN, f"output_dir={again}",
-                       "eval_only=true", f"checkpoint={out / 'checkpoints' / 'last'}", OTHER_ASSETS[task])
+                       "eval_only=true", f"checkpoint={out / 'checkpoints' / 'last'}", *OTHER_ASSETS[task])
     assert result.returncode == 0, result.stderr[-3000:]
     first = json.loads((out / "eval.json").read_text())["metrics"]
     second = json.loads((again / "eval.json").read_text())["metrics"]

@@ -123,7 +123,7 @@ def test_emcl_score_writes_scores_and_metrics(tmp_path):
     assert metrics["v2t/MnR"] == retrieval_metrics(scores.T)["MnR"]
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
     default = cli("emcl-score", tmp_path / "t.npy", tmp_path / "v.npy", "--out", tmp_path / "d.npy")
-    assert json.loads((tmp_path / "d.metrics.json").read_text()) == metrics
+    assert default.returncode == 0 and json.loads((tmp_path / "d.metrics.json").read_text()) == metrics
     mismatch = cli("emcl-score", tmp_path / "t.npy", tmp_path / "bad.npy", "--out", tmp_path / "x.npy")
     assert mismatch.returncode == 2 and "expected text (T, D) and video (V, D)" in mismatch.stderr
 

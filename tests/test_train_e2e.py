@@ -54,21 +54,23 @@ def test_bad_checkpoint_and_unknown_group_fail_clearly(trained):
         assert unknown.returncode != 0 and known in unknown.stderr, override
 
 
-def test_resume_from_mid_epoch_checkpoint_equals_uninterrupted(trained):
+@pytest.mark.parametrize("task", ["retrieval", "caption", "qa"])  # the heads with dropout included
+def test_resume_from_mid_epoch_checkpoint_equals_uninterrupted(e2e_run, task):
     import shutil
 
     from safetensors.torch import load_file
 
-    base, out, _ = trained
-    crashed = base / "crashed"
+    base, out, _ = e2e_run(task)
+    crashed = base / f"crashed-{task}"
     shutil.copytree(out, crashed, symlinks=True)
     shutil.rmtree(crashed / "checkpoints" / "step_4")  # as if the run died after saving step 2 (mid-epoch)
     (crashed / "checkpoints" / "last").unlink()
     (crashed / "eval.json").unlink()
-    result = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={crashed}",
+    result = run_train(f"task={task}", "debug=quick", f"data.root={base / 'data'}", GEN, f"output_dir={crashed}",
                        "trainer.save_every=2", "resume=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stderr
+    assert (crashed / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
     full = load_file(str(out / "checkpoints" / "step_4" / "model.safetensors"))
     resumed = load_file(str(crashed / "checkpoints" / "step_4" / "model.safetensors"))
     for name in full:
