@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("text", type=Path, help=".npy (num_texts, D)")
     p.add_argument("video", type=Path, help=".npy (num_videos, D)")
     p.add_argument("--out", type=Path, default=Path("emcl_scores.npy"))
-    p.add_argument("--metrics", type=Path, help="where the retrieval metrics of square input go (default: OUT with .metrics.json)")
+    p.add_argument("--metrics", type=Path,
+                   help="where the retrieval metrics of square input go (default: OUT with .metrics.json)")
     p.add_argument("--num-bases", type=int, default=32)
     p.add_argument("--iters", type=int, default=9)
     p.add_argument("--seed", type=int, default=0)
