@@ -27,7 +27,7 @@ from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog, environment, setup_logging, write_json
-from tasks import build_task, from_checkpoint, with_checkpoint_architecture
+from tasks import INFERENCE_OPTIONS, build_task, from_checkpoint, with_checkpoint_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +275,9 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
     meta = ckpt.read_meta(folder, None)
     if meta["task"] == "multi" and conf["task"]["name"] != "multi":
         task, _ = from_checkpoint(folder, head=conf["task"]["name"])
+        for key in INFERENCE_OPTIONS:  # as for a single-task checkpoint, these follow the command line
+            if key in conf["task"]:
+                setattr(task, key, conf["task"][key])
     else:
         ckpt.read_meta(folder, conf["task"]["name"])
         conf = with_checkpoint_architecture(conf, folder)
