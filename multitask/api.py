@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from multitask.backbone import masked_mean
-from multitask.video import VideoInfo, load_clip, probe_video
+from multitask.video import VideoInfo, error_summary, load_clip, probe_video
 
 
 class UnreadableVideoError(ValueError):
@@ -77,8 +77,7 @@ class Model:
         try:
             return load_clip(path, info, self.num_frames, self.image_size)
         except Exception as err:  # a file damaged past the frames the probe decodes
-            reason = f"undecodable while loading ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
-            raise UnreadableVideoError({path: reason}, 1) from err
+            raise UnreadableVideoError({path: f"undecodable while loading ({error_summary(err)})"}, 1) from err
 
     @torch.no_grad()
     def encode_frames(self, paths: list[str], batch_size: int = 16, progress: bool = True,

@@ -42,9 +42,13 @@ def _stats(values: list[int]) -> str:
     return f"min {min(values)}, mean {np.mean(values):.1f}, max {max(values)}" if values else "none"
 
 
+def _repeated(ids: list[str]) -> list[str]:
+    return [v for v, n in Counter(ids).items() if n > 1]
+
+
 def _check_ids(report: Report, task: str, splits: dict[str, list[str]], one_row_per_video: bool) -> None:
     for split, ids in splits.items():
-        repeated = [v for v, n in Counter(ids).items() if n > 1]
+        repeated = _repeated(ids)
         if repeated and one_row_per_video:
             report.problem(f"{task} {split}: {len(repeated)} ids appear more than once, e.g. {', '.join(repeated[:5])}")
     both = sorted(set(splits["train"]) & set(splits["test"]))
@@ -55,7 +59,7 @@ def _check_ids(report: Report, task: str, splits: dict[str, list[str]], one_row_
 def _check_listed(report: Report, task: str, listed: dict[str, list[str]], kept: dict[str, set[str]]) -> None:
     """Id lists as written: repeated ids, and ids with no captions (which the loader leaves out)."""
     for split, ids in listed.items():
-        repeated = [v for v, n in Counter(ids).items() if n > 1]
+        repeated = _repeated(ids)
         if repeated:
             report.problem(f"{task} {split}: {len(repeated)} ids appear more than once in the id list, "
                            f"e.g. {', '.join(repeated[:5])}")

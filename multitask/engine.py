@@ -27,7 +27,7 @@ from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog, environment, setup_logging, write_json
-from tasks import INFERENCE_OPTIONS, build_task, from_checkpoint, with_checkpoint_architecture
+from tasks import apply_inference_options, build_task, from_checkpoint, with_checkpoint_architecture
 
 logger = logging.getLogger(__name__)
 
@@ -272,17 +272,15 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
     if not conf.get("checkpoint"):
         raise ValueError("eval_only=true needs checkpoint=<checkpoint folder>")
     folder = Path(conf["checkpoint"]).expanduser()
-    meta = ckpt.read_meta(folder, None)
-    if meta["task"] == "multi" and conf["task"]["name"] != "multi":
-        task, _ = from_checkpoint(folder, head=conf["task"]["name"])
-        for key in INFERENCE_OPTIONS:  # as for a single-task checkpoint, these follow the command line
-            if key in conf["task"]:
-                setattr(task, key, conf["task"][key])
+    meta, requested = ckpt.read_meta(folder, None), conf["task"]
+    if meta["task"] == "multi" and requested["name"] != "multi":
+        task, _ = from_checkpoint(folder, head=requested["name"])
     else:
-        ckpt.read_meta(folder, conf["task"]["name"])
+        ckpt.read_meta(folder, requested["name"])
         conf = with_checkpoint_architecture(conf, folder)
         task = build_task(conf, data, assets=folder)
         load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
+    apply_inference_options(task, requested)  # the architecture is the checkpoint's; these follow the command
     check_feature_cache(conf, task)
     task.to(accelerator.device)
     return evaluate(conf, task, data, accelerator)

@@ -51,8 +51,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo | str:
         n, frames = _first_and_last(reader)
         fps = float(reader.get_avg_fps() or 0.0)
     except Exception as err:  # decord raises its own DECORDError and RuntimeError variants
-        return f"undecodable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        return f"undecodable ({error_summary(err)})"
     return VideoInfo(num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]), fps=fps)
+
+
+def error_summary(err: BaseException, width: int = 120) -> str:
+    """``Type: first line of the message``, cut to ``width`` characters: decoder errors run long."""
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0][:width] if lines else ''}"
 
 
 def _first_and_last(reader) -> tuple[int, np.ndarray]:

@@ -121,10 +121,16 @@ INFERENCE_OPTIONS = ("num_beams",)  # task keys an evaluation may change; the ot
 
 
 def with_checkpoint_architecture(conf: dict, folder: Path) -> dict:
-    """``conf`` with the model and task settings the checkpoint was saved with (inference options as given)."""
+    """``conf`` with the model and task settings the checkpoint was saved with."""
     saved = checkpoint_config(folder)
-    task = {**saved["task"], **{k: conf["task"][k] for k in INFERENCE_OPTIONS if k in conf["task"]}}
-    return {**conf, "model": saved["model"], "task": task}
+    return {**conf, "model": saved["model"], "task": saved["task"]}
+
+
+def apply_inference_options(task: nn.Module, task_conf: dict) -> None:
+    """Set the ``INFERENCE_OPTIONS`` that ``task_conf`` holds on a rebuilt task (or head)."""
+    for key in INFERENCE_OPTIONS:
+        if key in task_conf:
+            setattr(task, key, task_conf[key])
 
 
 def from_checkpoint(folder: Path, head: str | None = None) -> tuple[nn.Module, dict]:

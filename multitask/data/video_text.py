@@ -10,7 +10,7 @@ from torch.utils.data import BatchSampler, Dataset
 
 from multitask.data.frame_cache import FrameCache
 from multitask.data.sampler import EpochSampler
-from multitask.video import VideoInfo, load_clip
+from multitask.video import VideoInfo, error_summary, load_clip
 
 
 class VideoDataset(Dataset):
@@ -61,7 +61,7 @@ class VideoDataset(Dataset):
                                         augment=self.augment and self.train, max_seconds=max_seconds)
             except Exception as err:  # decord's errors have no common base class
                 raise RuntimeError(f"{path} passed the check before training (its first and last frames decode) "
-                                   f"but failed to load: {type(err).__name__}: {str(err).splitlines()[0][:200]}. "
+                                   f"but failed to load: {error_summary(err, 200)}. "
                                    "It is damaged in between: re-encode it or remove it from the dataset") from err
         return {"video": video, "video_mask": mask}  # (T, 3, H, W), (T,)
 
