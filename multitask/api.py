@@ -138,6 +138,40 @@ class Model:
         top = sim.topk(min(k, len(index.ids)))
         return [(index.ids[i], float(s)) for s, i in zip(top.values, top.indices)]
 
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        return self.backbone.encode_text(self.backbone.tokenize(texts).to(self.device)).float()  # (N, D)
+
+    @torch.no_grad()
+    def similarity(self, frames: torch.Tensor, frame_mask: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """The (num_texts, num_videos) similarity evaluation computes, in eval mode with EMCL, all rows in one
+        block. frames: (V, T, 3, H, W) CLIP-normalised; frame_mask: (V, T) of 0/1; texts: strings."""
+        task = self._head("retrieval")
+        task.eval()
+        mask = frame_mask.to(self.device).long()
+        video = self.backbone.encode_frames(frames.to(self.device).float(), mask).float()  # (V, T, D)
+        return task.head(self._text_features(texts), video, mask).cpu()
+
+    @torch.no_grad()
+    def loss(self, frames: torch.Tensor, frame_mask: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """The training loss of this batch (text i pairs with video i): train mode with dropout off and the
+        EMCL mean as stored (its training-mode update is undone). No gradient: a check, not a training step."""
+        if len(texts) != frames.shape[0]:
+            raise ValueError(f"loss pairs text i with video i: got {len(texts)} texts for {frames.shape[0]} videos")
+        task = self._head("retrieval")
+        buffers = {name: b.clone() for name, b in task.named_buffers()}
+        task.train()
+        for module in task.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.eval()
+        try:
+            batch = {"video": frames.to(self.device).float(), "video_mask": frame_mask.to(self.device).long(),
+                     "text": list(texts)}
+            return task(batch)["loss"].cpu()
+        finally:
+            task.eval()
+            for name, b in task.named_buffers():
+                b.copy_(buffers[name])
+
     @torch.no_grad()
     def caption(self, paths: list[str], batch_size: int = 16) -> list[str]:
         """One generated caption per video."""
@@ -158,10 +192,12 @@ class Model:
         return answers[0] if k == 1 else answers
 
 
-def load(checkpoint: str | Path, device: str | None = None) -> Model:
-    """Rebuild the task from a checkpoint folder (its config.yaml, tokenizer / answers, weights)."""
+def load(checkpoint: str | Path, device: str | None = None, reference_compat: bool | None = None) -> Model:
+    """Rebuild the task from a checkpoint folder (its config.yaml, tokenizer / answers, weights).
+    ``reference_compat``: override ``model.reference_compat`` (the reference code's arithmetic)."""
     from tasks import from_checkpoint
 
-    task, conf = from_checkpoint(Path(checkpoint))
+    model_overrides = {} if reference_compat is None else {"reference_compat": bool(reference_compat)}
+    task, conf = from_checkpoint(Path(checkpoint), model_overrides=model_overrides)
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return Model(task, conf, Path(checkpoint).expanduser(), chosen)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from multitask.pretrained import load_clip_weights
+from multitask.pretrained import ClipWeights, load_clip_weights, read_clip_weights
 from multitask.temporal import build_temporal
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class VideoTextBackbone(nn.Module):
     def __init__(self, clip: str = "emcl-tiny", pretrained: str | None = None, temporal: str = "mean",
                  temporal_layers: int = 4, temporal_width: int = 128, pooling: str = "mean",
                  max_words: int = 32, num_frames: int = 12, image_size: int | None = None,
-                 chunks: int = 1, freeze_backbone: bool = False) -> None:
+                 chunks: int = 1, freeze_backbone: bool = False, quick_gelu: bool | None = None,
+                 reference_compat: bool = False) -> None:
         super().__init__()
         if chunks < 1:
             raise ValueError(f"trainer.contrastive_chunks must be >= 1, got {chunks}")
@@ -59,22 +60,27 @@ class VideoTextBackbone(nn.Module):
         known = open_clip.list_models()
         if clip not in known:
             raise ValueError(f"unknown model.clip {clip!r}; open_clip knows: {', '.join(known)}")
+        weights = read_clip_weights(clip, pretrained) if pretrained else None
+        self.quick_gelu = choose_quick_gelu(clip, quick_gelu, weights)
         with _root_warnings_silenced():  # open_clip warns "no pretrained weights" even when we load them next
             self.clip = open_clip.create_model(clip, pretrained=None, force_context_length=max_words,
-                                               force_image_size=image_size)  # position embeddings resized to fit
-        if pretrained:
-            load_clip_weights(self.clip, clip, pretrained)
+                                               force_image_size=image_size, quick_gelu=self.quick_gelu)
+        if weights is not None:
+            load_clip_weights(self.clip, weights)
         else:
             logger.info("model.clip=%s initialised randomly (model.pretrained is null)", clip)
         self.tokenizer = open_clip.get_tokenizer(clip, context_length=max_words)
         self.pooling, self.max_words, self.chunks = pooling, max_words, chunks
-        self.freeze_backbone = freeze_backbone
+        self.freeze_backbone, self.reference_compat = freeze_backbone, reference_compat
         if freeze_backbone:  # towers fixed (features may come from scripts/cache_features.py); logit scale learns
             for name, p in self.clip.named_parameters():
                 p.requires_grad_(name == "logit_scale")
+        if reference_compat:  # the reference never trains the patch embedding
+            self.clip.visual.conv1.requires_grad_(False)
         self.clip.visual.output_tokens = temporal == "spacetime"
+        positions = weights.state.get("positional_embedding") if weights is not None else None
         self.temporal = build_temporal(temporal, clip=self.clip, layers=temporal_layers, width=temporal_width,
-                                       num_frames=num_frames)
+                                       num_frames=num_frames, quick_gelu=self.quick_gelu, text_positions=positions)
 
     @property
     def embed_dim(self) -> int:
@@ -138,23 +144,43 @@ class VideoTextBackbone(nn.Module):
         return masked_mean(self.encode_frames(video, mask), mask)
 
     def logit_scale(self) -> torch.Tensor:
-        """The learnable inverse temperature, clamped at 100 as CLIP does."""
-        return self.clip.logit_scale.exp().clamp(max=100.0)
+        """The learnable inverse temperature, clamped at 100 as CLIP does (the reference does not clamp)."""
+        scale = self.clip.logit_scale.exp()
+        return scale if self.reference_compat else scale.clamp(max=100.0)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """CLIP parameters (trained at ``lr_backbone``); everything else uses ``lr``."""
         return [p for n, p in self.clip.named_parameters() if n != "logit_scale"]
 
 
+def choose_quick_gelu(clip: str, requested: bool | None, weights: ClipWeights | None) -> bool:
+    """The towers' activation: ``model.quick_gelu`` when set, else what the weights were trained with, else the
+    architecture's own (open_clip's ``-quickgelu`` names). Overriding what the weights say gets a warning."""
+    trained = weights.quick_gelu if weights is not None else None
+    if requested is None:
+        return bool(open_clip.get_model_config(clip).get("quick_gelu", False)) if trained is None else trained
+    if trained is not None and requested != trained:
+        logger.warning("model.quick_gelu=%s, but %s was trained with %s: the towers will compute a different "
+                       "network from the one these weights were trained as", requested, weights.source,
+                       "QuickGELU" if trained else "GELU")
+    return bool(requested)
+
+
 def text_conditioned_pool(text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
-                          temperature: float = 3.0) -> torch.Tensor:
+                          temperature: float = 3.0, renormalise: bool = True) -> torch.Tensor:
     """The reference's pooling: one video feature per (text, video) pair.
 
     text: (A, D), frames: (B, T, D), mask: (B, T) -> (A, B, D) with frame weights
-    softmax(text . frame / temperature) over the real frames.
+    softmax(text . frame / temperature) over the real frames. ``renormalise=False`` is the reference's
+    arithmetic: the softmax runs over all T frames, padding included, and is then masked, so padded
+    frames still take weight from the real ones.
     """
     weights = torch.einsum("ad,btd->abt", text, frames) / temperature  # (A, B, T)
-    weights = weights.masked_fill(mask.unsqueeze(0) == 0, float("-inf")).softmax(dim=-1)
+    keep = mask.unsqueeze(0).to(weights.dtype)  # (1, B, T)
+    if renormalise:
+        weights = weights.masked_fill(keep == 0, float("-inf")).softmax(dim=-1)
+    else:
+        weights = weights.softmax(dim=-1) * keep
     return torch.einsum("abt,btd->abd", weights, frames)
 
 
@@ -166,4 +192,6 @@ def build_backbone(model_cfg: dict, data_cfg: dict, chunks: int = 1) -> VideoTex
                              temporal_width=model_cfg.get("temporal_width", 128),
                              pooling=model_cfg.get("pooling", "mean"), max_words=data_cfg["max_words"],
                              num_frames=data_cfg["num_frames"], image_size=data_cfg.get("image_size"), chunks=chunks,
-                             freeze_backbone=model_cfg.get("freeze_backbone", False))
+                             freeze_backbone=model_cfg.get("freeze_backbone", False),
+                             quick_gelu=model_cfg.get("quick_gelu"),
+                             reference_compat=model_cfg.get("reference_compat", False))

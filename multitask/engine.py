@@ -31,6 +31,8 @@ from tasks import apply_inference_options, build_task, from_checkpoint, with_che
 
 logger = logging.getLogger(__name__)
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
 
 @dataclass
 class Loop:
@@ -74,11 +76,26 @@ def run(cfg: DictConfig) -> dict:
     if conf["eval_only"]:
         return evaluate_checkpoint(conf, data, accelerator)
     resume = resume_path(conf)
+    if resume is not None:  # the checkpoint holds every weight: never look for CLIP weights
+        conf["model"]["pretrained"] = None
     task = build_task(conf, data, assets=resume)
+    conf["model"]["quick_gelu"] = task.backbone.quick_gelu  # as resolved from the weights: checkpoints rebuild it
     check_feature_cache(conf, task)
     if accelerator.is_main_process:
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))
         task.save_assets(out)
     return train(conf, task, data, accelerator, resume)
+
+
+def compose_config(overrides: list[str]) -> dict:
+    """The resolved config ``train.py`` would run with these command-line overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
 
 
 def prepare_data(conf: dict, show_progress: bool) -> TaskData:
@@ -152,7 +169,7 @@ def train(conf: dict, task: torch.nn.Module, data: TaskData, accelerator: Accele
     scheduler = build_scheduler(optimizer, steps, trainer["warmup_ratio"])
     task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
     log = MetricsLog(Path(conf["output_dir"]) / "metrics.jsonl", accelerator.is_main_process)
-    run = Run(conf, accelerator, task, data, optimizer, scheduler, loader, log, load_resume(conf, accelerator, resume),
+    run = Run(conf, accelerator, task, data, optimizer, scheduler, loader, log, load_resume(conf, accelerator, task, resume),
               steps)
     log.truncate_after(run.loop.step)
     with tqdm(total=steps, initial=run.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
@@ -241,13 +258,28 @@ def resume_path(conf: dict) -> Path | None:
     return path
 
 
-def load_resume(conf: dict, accelerator: Accelerator, path: Path | None) -> Loop:
+def load_resume(conf: dict, accelerator: Accelerator, task: torch.nn.Module, path: Path | None) -> Loop:
+    """Restore a checkpoint's training state; a weights-only folder (``multitask import-reference``) gives
+    the weights and a new run from step 0."""
     if path is None:
         return Loop()
     meta = ckpt.read_meta(path, conf["task"]["name"])
+    if meta.get("weights_only"):
+        load_weights(accelerator.unwrap_model(task), path)
+        logger.info("starting from the weights of %s (a weights-only checkpoint) at step 0", path)
+        return Loop()
     accelerator.load_state(str(path))
     logger.info("resumed from %s at step %d", path, meta["step"])
     return Loop(step=meta["step"], epoch=meta["epoch"], batch_in_epoch=meta["batch_in_epoch"])
+
+
+def load_weights(task: torch.nn.Module, folder: Path) -> None:
+    """A checkpoint folder's model.safetensors into ``task``, with the mismatch named when it does not fit."""
+    try:
+        load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
+    except RuntimeError as err:
+        raise ckpt.CheckpointError(f"{folder} does not fit the model this config builds (model.* and task.* must "
+                                   f"match the checkpoint's config.yaml): {str(err)[:600]}") from err
 
 
 def evaluate(conf: dict, task, data: TaskData, accelerator: Accelerator, write: bool = True) -> dict:
@@ -279,7 +311,7 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
         ckpt.read_meta(folder, requested["name"])
         conf = with_checkpoint_architecture(conf, folder)
         task = build_task(conf, data, assets=folder)
-        load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
+        load_weights(task, folder)
     apply_inference_options(task, requested)  # the architecture is the checkpoint's; these follow the command
     check_feature_cache(conf, task)
     task.to(accelerator.device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from open_clip.transformer import Transformer
+from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -32,25 +32,30 @@ def padding_attn_mask(mask: torch.Tensor, heads: int, dtype: torch.dtype) -> tor
 
 
 class TransformerTemporal(nn.Module):
-    """Frame transformer of the reference network (seqTransf)."""
+    """Frame transformer of the reference network (seqTransf). Its blocks start as copies of the CLIP text
+    tower's, so they use the text tower's activation (QuickGELU for OpenAI-trained CLIPs)."""
 
-    def __init__(self, width: int, layers: int, heads: int, max_frames: int = 128) -> None:
+    def __init__(self, width: int, layers: int, heads: int, max_frames: int = 128, quick_gelu: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.frame_position = nn.Embedding(max_frames, width)
-        self.transformer = Transformer(width=width, layers=layers, heads=heads)
+        nn.init.normal_(self.frame_position.weight, std=0.01)  # the scale of CLIP's text positions
+        self.transformer = Transformer(width=width, layers=layers, heads=heads,
+                                       act_layer=QuickGELU if quick_gelu else nn.GELU)
 
-    def init_from_clip_text(self, clip: nn.Module) -> None:
-        """Copy the first text blocks and text position embeddings, as the reference does."""
+    def init_from_clip_text(self, clip: nn.Module, text_positions: torch.Tensor | None = None) -> None:
+        """Copy the first text blocks and text position embeddings, as the reference does. ``text_positions``:
+        all rows of the pretrained weights (the text tower keeps only ``max_words`` of them)."""
         text = getattr(clip, "transformer", None)
         if text is None or text.width != self.transformer.width or len(text.resblocks) < len(self.transformer.resblocks):
             logger.info("temporal transformer: no matching CLIP text blocks, random initialisation")
             return
         for ours, theirs in zip(self.transformer.resblocks, text.resblocks):
             ours.load_state_dict(theirs.state_dict())
-        rows = min(self.frame_position.num_embeddings, clip.positional_embedding.shape[0])
+        positions = clip.positional_embedding if text_positions is None else text_positions
+        rows = min(self.frame_position.num_embeddings, positions.shape[0])
         with torch.no_grad():
-            self.frame_position.weight[:rows] = clip.positional_embedding[:rows]
+            self.frame_position.weight[:rows] = positions[:rows]
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
         positions = torch.arange(frames.shape[1], device=frames.device)
@@ -87,18 +92,22 @@ class SpaceTimeTemporal(nn.Module):
         return frames + self.proj_out(self.norm(x.flatten(1))).unsqueeze(1)  # (B, T, D)
 
 
-def _mean(clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+def _mean(clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool,
+          text_positions: torch.Tensor | None) -> nn.Module:
     return MeanTemporal()
 
 
-def _transformer(clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+def _transformer(clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool,
+                 text_positions: torch.Tensor | None) -> nn.Module:
     dim = clip.text_projection.shape[1]
-    module = TransformerTemporal(width=dim, layers=layers, heads=max(1, dim // 64), max_frames=max(128, num_frames))
-    module.init_from_clip_text(clip)
+    module = TransformerTemporal(width=dim, layers=layers, heads=max(1, dim // 64), max_frames=max(128, num_frames),
+                                 quick_gelu=quick_gelu)
+    module.init_from_clip_text(clip, text_positions)
     return module
 
 
-def _spacetime(clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+def _spacetime(clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool,
+               text_positions: torch.Tensor | None) -> nn.Module:
     visual = clip.visual
     grid = visual.grid_size
     return SpaceTimeTemporal(token_width=visual.transformer.width, embed_dim=clip.text_projection.shape[1],
@@ -108,7 +117,8 @@ def _spacetime(clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.
 TEMPORAL = {"mean": _mean, "transformer": _transformer, "spacetime": _spacetime}
 
 
-def build_temporal(name: str, clip: nn.Module, layers: int, width: int, num_frames: int) -> nn.Module:
+def build_temporal(name: str, clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool = False,
+                   text_positions: torch.Tensor | None = None) -> nn.Module:
     if name not in TEMPORAL:
         raise ValueError(f"unknown model.temporal {name!r}; known: {', '.join(TEMPORAL)}")
-    return TEMPORAL[name](clip, layers, width, num_frames)
+    return TEMPORAL[name](clip, layers, width, num_frames, quick_gelu, text_positions)

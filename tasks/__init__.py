@@ -133,13 +133,15 @@ def apply_inference_options(task: nn.Module, task_conf: dict) -> None:
             setattr(task, key, task_conf[key])
 
 
-def from_checkpoint(folder: Path, head: str | None = None) -> tuple[nn.Module, dict]:
+def from_checkpoint(folder: Path, head: str | None = None, model_overrides: dict | None = None) -> tuple[nn.Module, dict]:
     """(the task rebuilt from a checkpoint's config.yaml, files and weights; that config).
 
-    ``head`` picks one head of a task=multi checkpoint (shared backbone and EMCL included).
+    ``head`` picks one head of a task=multi checkpoint (shared backbone and EMCL included);
+    ``model_overrides`` replace ``model.*`` keys that do not shape the weights (``reference_compat``).
     """
     folder = Path(folder).expanduser()
     conf = checkpoint_config(folder)
+    conf["model"].update(model_overrides or {})
     read_meta(folder, conf["task"]["name"])
     task = build_task(conf, None, assets=folder)
     load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save

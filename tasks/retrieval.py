@@ -24,11 +24,21 @@ def info_nce(logits: torch.Tensor) -> torch.Tensor:
 class RetrievalHead(nn.Module):
     """Scores texts against videos through the EMCL bridge: the similarity both training and
     evaluation use. ``pooling='mean'`` runs EMCL on [videos; texts]; ``'text_conditioned'``
-    (the reference network) on the A*B text-conditioned video rows plus the A text rows."""
+    (the reference network) on the A*B text-conditioned video rows plus the A text rows.
 
-    def __init__(self, emcl: EMCL | None, pooling: str = "mean", pool_temperature: float = 3.0) -> None:
+    ``reference_compat`` repeats the public code's arithmetic where ours deliberately differs:
+    text-conditioned frame weights that are not renormalised over the real frames (EMCL-Net), and
+    frames L2-normalised before mean pooling (CLIP4Clip's meanP / seqTransf)."""
+
+    def __init__(self, emcl: EMCL | None, pooling: str = "mean", pool_temperature: float = 3.0,
+                 reference_compat: bool = False) -> None:
         super().__init__()
         self.emcl, self.pooling, self.pool_temperature = emcl, pooling, pool_temperature
+        self.reference_compat = reference_compat
+
+    def mean_pool(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames: (B, T, D), mask: (B, T) -> (B, D)."""
+        return masked_mean(F.normalize(frames, dim=-1) if self.reference_compat else frames, mask)
 
     def _bridge(self, video: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """video: (V, D), text: (A, D) -> both reconstructed and L2-normalised."""
@@ -45,10 +55,11 @@ class RetrievalHead(nn.Module):
 
     def _similarity(self, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "mean":
-            video, text = self._bridge(masked_mean(frames, mask), text)
+            video, text = self._bridge(self.mean_pool(frames, mask), text)
             return text @ video.t()
         a, b = text.shape[0], frames.shape[0]
-        pooled = text_conditioned_pool(text, frames, mask, self.pool_temperature)  # (A, B, D)
+        pooled = text_conditioned_pool(text, frames, mask, self.pool_temperature,
+                                       renormalise=not self.reference_compat)  # (A, B, D)
         video, text = self._bridge(pooled.reshape(a * b, -1), text)
         return torch.einsum("ad,abd->ab", text, video.view(a, b, -1))
 
@@ -63,7 +74,7 @@ class RetrievalTask(nn.Module):
     def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = RetrievalHead(emcl, pooling=backbone.pooling)
+        self.head = RetrievalHead(emcl, pooling=backbone.pooling, reference_compat=backbone.reference_compat)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         device = batch["video"].device
@@ -97,7 +108,7 @@ def blockwise_similarity(head: RetrievalHead, text: torch.Tensor, frames: torch.
                          block_size: int) -> torch.Tensor:
     """(Q, V) similarity with EMCL run on each (text block, video block), as during training."""
     if head.pooling == "mean":
-        return _batched_blocks(head, text.float(), masked_mean(frames.float(), mask), block_size)
+        return _batched_blocks(head, text.float(), head.mean_pool(frames.float(), mask), block_size)
     rows = []
     for i in range(0, text.shape[0], block_size):
         rows.append(torch.cat([head(text[i: i + block_size], frames[j: j + block_size], mask[j: j + block_size])

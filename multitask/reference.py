@@ -1,0 +1,189 @@
+"""Import checkpoints of the public reference code into checkpoint folders of this framework.
+
+Sources (``source=``): ``emcl``, the state dict EMCL-Net's training script saves (``torch.save(
+model.state_dict())``: ``clip.*`` in OpenAI's layout, ``frame_position_embeddings.weight`` (77 rows),
+``transformerClip.resblocks.N.*`` for seqTransf); ``clip4clip``, CLIP4Clip's ``pytorch_model.bin.N``
+(meanP or seqTransf, same key layout, no EMCL). The folder written holds ``model.safetensors``,
+``config.yaml`` and ``meta.json`` (weights only: ``resume`` starts a new run from it at step 0).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_model
+
+from multitask.checkpoint import META
+from multitask.emcl import reference_init
+from multitask.pretrained import read_state_dict, upcast
+
+logger = logging.getLogger(__name__)
+
+SOURCES = {"emcl": "EMCL-Net (jpthu17/EMCL)", "clip4clip": "CLIP4Clip (ArrowLuo/CLIP4Clip)"}
+UNSUPPORTED = {"lstm_visual.": "the seqLSTM temporal module", "cross.": "CLIP4Clip's tightTransf cross encoder",
+               "similarity_dense.": "CLIP4Clip's tightTransf cross encoder",
+               "clip.visual.conv2.": "CLIP4Clip's 3-D patch embedding (linear_patch=3d)"}
+_TEMPORAL_BLOCK = re.compile(r"^transformerClip\.resblocks\.(\d+)\.")
+
+
+class ReferenceCheckpointError(ValueError):
+    """A reference checkpoint that does not map onto the modules asked for; the message names every key."""
+
+
+def _listing(title: str, items: list[str], limit: int = 12) -> str:
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return f"{title}: " + ", ".join(items[:limit]) + more
+
+
+def _reference_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"reference checkpoint {path} does not exist")
+    state = read_state_dict(path)
+    if not isinstance(state, dict) or not state:
+        raise ReferenceCheckpointError(f"{path} holds no state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
+    unsupported = sorted({why for k in state for prefix, why in UNSUPPORTED.items() if k.startswith(prefix)})
+    if unsupported:
+        raise ReferenceCheckpointError(f"{path} uses {', '.join(unsupported)}, which has no counterpart here "
+                                       "(supported: meanP and seqTransf)")
+    return upcast(state)
+
+
+def _architecture(state: dict[str, torch.Tensor]) -> dict:
+    """What the checkpoint's CLIP and temporal module are, read off their shapes."""
+    if "clip.visual.conv1.weight" not in state or "clip.positional_embedding" not in state:
+        raise ReferenceCheckpointError("no CLIP weights under clip.* (expected e.g. clip.visual.conv1.weight, "
+                                       "clip.positional_embedding): not an EMCL-Net / CLIP4Clip checkpoint")
+    conv = state["clip.visual.conv1.weight"]
+    grid = round((state["clip.visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    layers = {int(m.group(1)) for k in state if (m := _TEMPORAL_BLOCK.match(k))}
+    return {"vision_width": conv.shape[0], "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid,
+            "text_width": state["clip.ln_final.weight"].shape[0], "embed_dim": state["clip.text_projection"].shape[1],
+            "text_positions": state["clip.positional_embedding"].shape[0], "temporal_layers": len(layers)}
+
+
+def _describe(arch: dict) -> str:
+    return (f"vision width {arch['vision_width']}, patch {arch['patch_size']}, image {arch['image_size']} px, "
+            f"text width {arch['text_width']}, embedding {arch['embed_dim']}")
+
+
+def _our_key(key: str) -> str | None:
+    """The name of a reference entry in our retrieval task's state dict, or None when it has none."""
+    if key.startswith("clip."):
+        return "backbone." + key
+    if key == "frame_position_embeddings.weight":
+        return "backbone.temporal.frame_position.weight"
+    if _TEMPORAL_BLOCK.match(key):
+        return "backbone.temporal.transformer." + key.removeprefix("transformerClip.")
+    return None
+
+
+def _fit(key: str, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """``value`` shaped like ``target``: position tables keep their first rows (text positions are cut to
+    ``max_words``; frame positions fill the first rows of ours), everything else must match exactly."""
+    if value.shape == target.shape:
+        return value
+    rows_only = value.dim() == 2 and value.shape[1] == target.shape[1]
+    if rows_only and key == "clip.positional_embedding" and value.shape[0] >= target.shape[0]:
+        return value[: target.shape[0]]
+    if rows_only and key == "frame_position_embeddings.weight":
+        out = target.clone()
+        rows = min(value.shape[0], target.shape[0])
+        out[:rows] = value[:rows]
+        return out
+    return None
+
+
+def map_state(state: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], clip: str) -> dict[str, torch.Tensor]:
+    """Our state dict filled from the reference's; one error naming every unknown, missing or misshapen key."""
+    unknown = sorted(k for k in state if _our_key(k) not in ours)
+    mapped = {_our_key(k): k for k in state if _our_key(k) in ours}
+    wrong = [f"{k} {tuple(state[k].shape)} (ours {tuple(ours[o].shape)})" for o, k in mapped.items()
+             if _fit(k, state[k], ours[o]) is None]
+    missing = sorted(o for o in ours if o not in mapped and not o.endswith("emcl.mean"))
+    problems = [_listing("unknown keys", unknown)] if unknown else []
+    problems += [_listing(f"shapes that do not fit --clip {clip}", wrong)] if wrong else []
+    problems += [_listing("missing keys (our names)", missing)] if missing else []
+    if problems:
+        raise ReferenceCheckpointError("the reference checkpoint does not map onto this model:\n  "
+                                       + "\n  ".join(problems))
+    return {**ours, **{o: _fit(k, state[k], ours[o]) for o, k in mapped.items()}}
+
+
+def read_emcl_mean(value: object, num_bases: int) -> torch.Tensor:
+    """An EMCL running mean from a tensor, array, list, or a .npy / .pt / .safetensors file -> (K,)."""
+    if isinstance(value, (str, Path)):
+        path = Path(value).expanduser()
+        if path.suffix == ".npy":
+            value = np.load(path)
+        else:
+            loaded = read_state_dict(path)
+            value = next(iter(loaded.values())) if isinstance(loaded, dict) else loaded
+    mean = torch.as_tensor(np.asarray(value, dtype=np.float32)).flatten()
+    if mean.numel() != num_bases:
+        raise ValueError(f"the EMCL mean has {mean.numel()} entries; model.emcl.num_bases is {num_bases}")
+    return mean
+
+
+def _overrides(source: str, clip: str, arch: dict, num_frames: int, max_words: int) -> list[str]:
+    """Hydra overrides for the config of the imported model (the paper's retrieval recipe otherwise)."""
+    temporal = "transformer" if arch["temporal_layers"] else "mean"
+    emcl = source == "emcl"
+    return ["experiment=emcl_msrvtt_retrieval", f"model.clip={clip}", "model.pretrained=null",
+            "model.quick_gelu=true", f"model.temporal={temporal}",
+            f"model.temporal_layers={arch['temporal_layers'] or 4}",
+            f"model.pooling={'text_conditioned' if emcl else 'mean'}", f"model.emcl.enabled={str(emcl).lower()}",
+            f"data.num_frames={num_frames}", f"data.max_words={max_words}", f"data.image_size={arch['image_size']}"]
+
+
+def import_reference(path: str | Path, out: str | Path, clip: str = "ViT-B-32", source: str = "emcl",
+                     emcl_mean: object = None, num_frames: int = 12, max_words: int = 32) -> Path:
+    """Turn a reference checkpoint into a checkpoint folder that ``multitask.load``, ``eval_only`` and
+    ``resume`` accept. ``emcl_mean``: the reference's running mean (its checkpoints do not store it); without
+    it EMCL starts from a fresh reference initialisation (seed 0)."""
+    from multitask.engine import compose_config
+    from tasks import build_task
+
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    path, out = Path(path).expanduser(), Path(out).expanduser()
+    state = _reference_state(path)
+    arch = _architecture(state)
+    if max_words > arch["text_positions"]:
+        raise ValueError(f"max_words={max_words} exceeds the checkpoint's {arch['text_positions']} text positions")
+    conf = compose_config(_overrides(source, clip, arch, num_frames, max_words))
+    try:
+        task = build_task(conf)
+    except ValueError as err:
+        raise ReferenceCheckpointError(f"--clip {clip}: {err}") from err
+    try:
+        mapped = map_state(state, task.state_dict(), clip)
+    except ReferenceCheckpointError as err:
+        raise ReferenceCheckpointError(f"{path} ({SOURCES[source]}; {_describe(arch)}): {err}") from err
+    if conf["model"]["emcl"]["enabled"]:
+        mapped["head.emcl.mean"] = _emcl_mean(emcl_mean, conf["model"]["emcl"]["num_bases"])
+    task.load_state_dict(mapped, strict=True)
+    return _write_folder(task, conf, out, {"imported_from": str(path.resolve()), "source": source})
+
+
+def _emcl_mean(value: object, num_bases: int) -> torch.Tensor:
+    if value is not None:
+        return read_emcl_mean(value, num_bases)
+    logger.warning("no EMCL mean given: reference checkpoints do not store it, so EMCL starts from a fresh "
+                   "reference initialisation and evaluation will differ from the reference run's (pass emcl_mean)")
+    return reference_init(num_bases, torch.Generator().manual_seed(0))
+
+
+def _write_folder(task: torch.nn.Module, conf: dict, out: Path, origin: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(task, str(out / "model.safetensors"))
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))
+    meta = {"task": conf["task"]["name"], "step": 0, "epoch": 0, "batch_in_epoch": 0, "weights_only": True, **origin}
+    (out / META).write_text(json.dumps(meta, indent=2))
+    logger.info("imported %s into %s", origin["imported_from"], out)
+    return out
