@@ -21,13 +21,15 @@ from tqdm.auto import tqdm
 
 from multitask import checkpoint as ckpt
 from multitask.data.feature_cache import FeatureCache
-from multitask.data.registry import TaskData, build_data, build_multi_data
+from multitask.data.registry import build_data, build_multi_data
 from multitask.dist import assert_same_on_all_ranks
 from multitask.emcl import EMCL
 from multitask.metrics import format_table
 from multitask.optim import build_optimizer, build_scheduler
-from multitask.runlog import MetricsLog, environment, setup_logging, write_json
-from tasks import apply_inference_options, build_task, from_checkpoint, with_checkpoint_architecture
+from multitask.types import EvalResult, TaskData
+from multitask.runlog import MetricsLog, environment, setup_logging, write_json, write_similarity
+from tasks import (apply_inference_options, build_task, checkpoint_config, from_checkpoint,
+                   with_checkpoint_architecture)
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,10 @@ def run(cfg: DictConfig) -> dict:
     if conf["eval_only"]:
         return evaluate_checkpoint(conf, data, accelerator)
     resume = resume_path(conf)
-    if resume is not None:  # the checkpoint holds every weight: never look for CLIP weights
+    if resume is not None:  # the checkpoint holds every weight: never look for CLIP weights, take its activation
         conf["model"]["pretrained"] = None
+        if conf["model"].get("quick_gelu") is None:
+            conf["model"]["quick_gelu"] = checkpoint_config(resume)["model"].get("quick_gelu")
     task = build_task(conf, data, assets=resume)
     conf["model"]["quick_gelu"] = task.backbone.quick_gelu  # as resolved from the weights: checkpoints rebuild it
     check_feature_cache(conf, task)
@@ -283,19 +287,23 @@ def load_weights(task: torch.nn.Module, folder: Path) -> None:
 
 
 def evaluate(conf: dict, task, data: TaskData, accelerator: Accelerator, write: bool = True) -> dict:
-    """Run the task's evaluation; on the main process write eval.json (and predictions.json), print the table."""
+    """Run the task's evaluation; on the main process write its result into the run directory, print the table."""
     task.eval()
-    predictions: list = []
-    metrics = task.evaluate(data, accelerator.device, conf["eval"], conf["trainer"]["num_workers"], predictions)
+    result = task.evaluate(data, accelerator.device, conf["eval"], conf["trainer"]["num_workers"])
     if write and accelerator.is_main_process:
-        out = Path(conf["output_dir"])
-        payload = {"task": conf["task"]["name"], "split": "test", "num_samples": task.eval_size(data),
-                   "metrics": metrics}
-        write_json(out / "eval.json", payload)
-        if predictions:
-            write_json(out / "predictions.json", predictions)
-        print(format_table(metrics), flush=True)
-    return metrics
+        write_result(Path(conf["output_dir"]), conf["task"]["name"], result)
+        print(format_table(result.metrics), flush=True)
+    return result.metrics
+
+
+def write_result(out: Path, task: str, result: EvalResult) -> None:
+    """eval.json, predictions.json (when there are predictions), similarity.safetensors (retrieval)."""
+    write_json(out / "eval.json", {"task": task, "split": "test", "num_samples": result.num_samples,
+                                   "metrics": result.metrics})
+    if result.predictions:
+        write_json(out / "predictions.json", result.predictions)
+    if result.similarity is not None:
+        write_similarity(out / "similarity.safetensors", result.similarity)
 
 
 def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) -> dict:

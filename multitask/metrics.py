@@ -87,7 +87,8 @@ def retrieval_metrics(sim: ArrayLike) -> dict[str, float]:
 
 
 def inverted_softmax(sim: T, temperature: float = 0.01) -> T:
-    """Dual-softmax re-weighting: S * softmax(S / temperature, dim=0) * S.shape[0]."""
+    """The EMCL reference's inverted softmax: S * softmax(S / temperature, dim=0) * S.shape[0] (a prior over the
+    queries of each column, as in dual softmax; the factor N keeps the scale)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if isinstance(sim, torch.Tensor):
@@ -99,6 +100,12 @@ def inverted_softmax(sim: T, temperature: float = 0.01) -> T:
     weights = np.exp(logits - logits.max(axis=0, keepdims=True))
     weights /= weights.sum(axis=0, keepdims=True)
     return s * weights * s.shape[0]
+
+
+def dual_softmax(sim: T, temperature: float) -> T:
+    """Dual softmax (DSL, Cheng et al. 2021) at inference: S * softmax(S / temperature, dim=0). Rows are queries;
+    each column's scores are re-weighted by how strongly that item prefers each query over the others."""
+    return inverted_softmax(sim, temperature) / sim.shape[0]
 
 
 def _check_groups(counts: Sequence[int], num_captions: int, num_videos: int) -> np.ndarray:

@@ -54,22 +54,36 @@ def _reference_state(path: Path) -> dict[str, torch.Tensor]:
     return upcast(state)
 
 
-def _architecture(state: dict[str, torch.Tensor]) -> dict:
-    """What the checkpoint's CLIP and temporal module are, read off their shapes."""
-    if "clip.visual.conv1.weight" not in state or "clip.positional_embedding" not in state:
+def _architecture(state: dict[str, torch.Tensor], prefix: str = "clip.") -> dict:
+    """What a CLIP (the entries under ``prefix``) and the temporal module are, read off their shapes."""
+    if f"{prefix}visual.conv1.weight" not in state or f"{prefix}positional_embedding" not in state:
         raise ReferenceCheckpointError("no CLIP weights under clip.* (expected e.g. clip.visual.conv1.weight, "
                                        "clip.positional_embedding): not an EMCL-Net / CLIP4Clip checkpoint")
-    conv = state["clip.visual.conv1.weight"]
-    grid = round((state["clip.visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    layers = {int(m.group(1)) for k in state if (m := _TEMPORAL_BLOCK.match(k))}
-    return {"vision_width": conv.shape[0], "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid,
-            "text_width": state["clip.ln_final.weight"].shape[0], "embed_dim": state["clip.text_projection"].shape[1],
-            "text_positions": state["clip.positional_embedding"].shape[0], "temporal_layers": len(layers)}
+    conv = state[f"{prefix}visual.conv1.weight"]
+    grid = round((state[f"{prefix}visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    count = lambda pattern: len({k.split(".")[pattern.count(".")] for k in state if k.startswith(pattern)})
+    return {"vision_width": conv.shape[0], "vision_layers": count(f"{prefix}visual.transformer.resblocks."),
+            "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid,
+            "text_width": state[f"{prefix}ln_final.weight"].shape[0],
+            "text_layers": count(f"{prefix}transformer.resblocks."),
+            "embed_dim": state[f"{prefix}text_projection"].shape[1],
+            "text_positions": state[f"{prefix}positional_embedding"].shape[0],
+            "temporal_layers": count("transformerClip.resblocks.")}
 
 
 def _describe(arch: dict) -> str:
-    return (f"vision width {arch['vision_width']}, patch {arch['patch_size']}, image {arch['image_size']} px, "
-            f"text width {arch['text_width']}, embedding {arch['embed_dim']}")
+    return (f"vision {arch['vision_layers']} x {arch['vision_width']}, patch {arch['patch_size']}, image "
+            f"{arch['image_size']} px, text {arch['text_layers']} x {arch['text_width']}, embedding {arch['embed_dim']}")
+
+
+def _check_clip(arch: dict, ours: dict[str, torch.Tensor], clip: str) -> None:
+    """A clear error when the checkpoint's CLIP is another architecture than ``--clip``."""
+    theirs = {k: v for k, v in arch.items() if k not in ("text_positions", "temporal_layers")}
+    mine = {k: v for k, v in _architecture(ours, "backbone.clip.").items() if k in theirs}
+    if theirs != mine:
+        raise ReferenceCheckpointError(f"the checkpoint's CLIP ({_describe(arch)}) is not --clip {clip} "
+                                       f"({_describe({**mine, 'text_positions': 0})}): pass the CLIP it was trained "
+                                       "with (EMCL-Net's --base_encoder ViT-B/32 is ViT-B-32)")
 
 
 def _our_key(key: str) -> str | None:
@@ -161,6 +175,7 @@ def import_reference(path: str | Path, out: str | Path, clip: str = "ViT-B-32", 
         task = build_task(conf)
     except ValueError as err:
         raise ReferenceCheckpointError(f"--clip {clip}: {err}") from err
+    _check_clip(arch, task.state_dict(), clip)
     try:
         mapped = map_state(state, task.state_dict(), clip)
     except ReferenceCheckpointError as err:

@@ -12,8 +12,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from multitask.dist import mean_over_ranks
+from multitask.types import Similarity
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,20 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.write_text(json.dumps(clean, indent=2))
     tmp.replace(path)
 
+
+def write_similarity(path: Path, similarity: Similarity) -> None:
+    """The score matrix as safetensors ({"similarity": (Q, V) float32}) with the text and video ids, in row and
+    column order, as JSON lists in the metadata ("text_ids", "video_ids"); read it with ``read_similarity``."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file({"similarity": similarity.matrix.float().contiguous()}, str(tmp),
+              metadata={"text_ids": json.dumps(similarity.text_ids), "video_ids": json.dumps(similarity.video_ids)})
+    tmp.replace(path)
+
+
+def read_similarity(path: Path) -> Similarity:
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        return Similarity(f.get_tensor("similarity"), json.loads(meta["text_ids"]), json.loads(meta["video_ids"]))
 
 
 PACKAGES = ("torchvision", "open_clip_torch", "transformers", "accelerate", "datasets", "decord", "av",

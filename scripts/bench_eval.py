@@ -28,7 +28,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from multitask.data.registry import TaskData
+from multitask.types import TaskData
 from multitask.data.synthetic_words import COLOUR_WORDS, DIRECTIONS, MOTION_PATHS, SHAPE_WORDS
 from multitask.evaluation import encode_texts, encode_videos
 from tasks import build_task
@@ -131,7 +131,7 @@ def run(quick: bool, size: int = 1000, num_frames: int = NUM_FRAMES) -> dict:
            "threads": torch.get_num_threads(), "quick": quick}
     if not quick:
         start = time.perf_counter()
-        metrics = task.evaluate(data, torch.device("cpu"), eval_cfg)
+        metrics = task.evaluate(data, torch.device("cpu"), eval_cfg).metrics
         out["evaluate_seconds"] = time.perf_counter() - start
         out["evaluate_matches_phases"] = same_metrics(metrics, passes[0][1])
     return out

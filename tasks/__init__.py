@@ -15,7 +15,7 @@ from torch import nn
 from multitask.backbone import build_backbone
 from multitask.caption_tokenizer import FILE_NAME, CaptionTokenizer, train_tokenizer
 from multitask.checkpoint import CheckpointError, read_meta
-from multitask.data.registry import TaskData
+from multitask.types import TaskData
 from multitask.dist import broadcast_object, rank
 from multitask.emcl import EMCL
 from tasks.caption import CaptionDecoder, CaptionTask

@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from multitask.backbone import VideoTextBackbone, masked_mean
 from multitask.caption_tokenizer import BOS, EOS, FILE_NAME, PAD, CaptionTokenizer
-from multitask.data.registry import TaskData
+from multitask.types import EvalResult, TaskData
 from multitask.dist import broadcast_object, gather_objects, rank, world_size
 from multitask.emcl import EMCL
 from multitask.evaluation import encode_videos, shard
@@ -88,9 +88,6 @@ class CaptionTask(nn.Module):
                                                           self.label_smoothing)
         return {"loss": sum(terms.values()), **terms}
 
-    def eval_size(self, data: TaskData) -> int:
-        return len(data.test)
-
     @torch.no_grad()
     def video_features(self, frames: torch.Tensor, mask: torch.Tensor, block_size: int) -> torch.Tensor:
         """(V, D) video tokens for inference: EMCL on the video rows alone, per fixed block, from the learned mean."""
@@ -109,8 +106,7 @@ class CaptionTask(nn.Module):
         return texts
 
     @torch.no_grad()
-    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0,
-                 predictions: list | None = None) -> dict[str, float]:
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0) -> EvalResult:
         """Caption every test video (each rank a shard), score against all its references on rank 0."""
         frames, mask = encode_videos(self.backbone, data.test, device, eval_cfg["batch_size"], num_workers)
         video = self.video_features(frames, mask, eval_cfg["block_size"])  # (V, D), same on every rank
@@ -120,6 +116,5 @@ class CaptionTask(nn.Module):
         ids = data.test.video_ids()
         captions = list(data.test.rows["captions"])
         metrics = caption_metrics(dict(zip(ids, texts)), dict(zip(ids, captions))) if rank() == 0 else None
-        if predictions is not None:
-            predictions += [{"image_id": v, "caption": t} for v, t in zip(ids, texts)]
-        return broadcast_object(metrics)
+        predictions = [{"image_id": v, "caption": t} for v, t in zip(ids, texts)]
+        return EvalResult(broadcast_object(metrics), len(ids), predictions)

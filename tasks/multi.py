@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from multitask.data.registry import TaskData
+from multitask.types import EvalResult, TaskData
 
 
 class MultiTask(nn.Module):
@@ -40,17 +40,12 @@ class MultiTask(nn.Module):
         out = {f"{name}_{k}": weight * v for k, v in terms.items() if k.endswith("_loss")}
         return {"loss": weight * terms["loss"], **out}
 
-    def eval_size(self, data: TaskData) -> int:
-        return sum(self.tasks[name].eval_size(part) for name, part in data.parts.items())
-
     @torch.no_grad()
-    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0,
-                 predictions: list | None = None) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for name, part in data.parts.items():
-            found: list = []
-            scores = self.tasks[name].evaluate(part, device, eval_cfg, num_workers, found)
-            metrics.update({f"{name}/{k}": v for k, v in scores.items()})
-            if predictions is not None:
-                predictions += [{"task": name, **record} for record in found]
-        return metrics
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0) -> EvalResult:
+        """Every head on its own data and protocol; metric names prefixed with the head's."""
+        results = {name: self.tasks[name].evaluate(part, device, eval_cfg, num_workers)
+                   for name, part in data.parts.items()}
+        metrics = {f"{name}/{k}": v for name, r in results.items() for k, v in r.metrics.items()}
+        predictions = [{"task": name, **record} for name, r in results.items() for record in r.predictions]
+        similarity = results["retrieval"].similarity if "retrieval" in results else None
+        return EvalResult(metrics, sum(r.num_samples for r in results.values()), predictions, similarity)

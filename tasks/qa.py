@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from multitask.backbone import VideoTextBackbone, masked_mean
-from multitask.data.registry import TaskData
+from multitask.types import EvalResult, TaskData
 from multitask.emcl import EMCL
 from multitask.evaluation import encode_texts, encode_videos
 from multitask.metrics import qa_metrics
@@ -89,9 +89,6 @@ class QATask(nn.Module):
         terms["answer_loss"] = global_mean_cross_entropy(logits, self.targets(batch["answer"], device), UNKNOWN)
         return {"loss": sum(terms.values()), **terms}
 
-    def eval_size(self, data: TaskData) -> int:
-        return len(data.test)
-
     @torch.no_grad()
     def logits(self, video: torch.Tensor, question: torch.Tensor, block_size: int) -> torch.Tensor:
         """(Q, D) paired video and question features -> (Q, A), EMCL (if fed to the classifier) per block."""
@@ -105,8 +102,7 @@ class QATask(nn.Module):
         return torch.cat(out)
 
     @torch.no_grad()
-    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0,
-                 predictions: list | None = None) -> dict[str, float]:
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0) -> EvalResult:
         """Encode each test video once and every question, classify, score the top answers."""
         rows = data.test.rows
         videos = data.test.videos()
@@ -117,8 +113,7 @@ class QATask(nn.Module):
         top = self.logits(video, question, eval_cfg["block_size"]).topk(min(5, len(self.answers)), dim=-1).indices
         ranked = [[self.answers[i] for i in row] for row in top.tolist()]
         truth, kinds = list(rows["answer"]), list(rows["category"])
-        if predictions is not None:
-            predictions += [{"question_id": q, "video_id": v, "question": text, "prediction": r[0], "answer": a,
-                             "category": k} for q, v, text, r, a, k in
-                            zip(rows["question_id"], rows["video_id"], rows["question"], ranked, truth, kinds)]
-        return qa_metrics(ranked, truth, kinds)
+        predictions = [{"question_id": q, "video_id": v, "question": text, "prediction": r[0], "answer": a,
+                        "category": k} for q, v, text, r, a, k in
+                       zip(rows["question_id"], rows["video_id"], rows["question"], ranked, truth, kinds)]
+        return EvalResult(qa_metrics(ranked, truth, kinds), len(truth), predictions)

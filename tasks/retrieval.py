@@ -8,11 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from multitask.backbone import VideoTextBackbone, masked_mean, text_conditioned_pool
-from multitask.data.registry import TaskData
+from multitask.types import TaskData
 from multitask.dist import all_gather_with_grad, gather_cat
 from multitask.emcl import EMCL
 from multitask.evaluation import encode_texts, encode_videos
-from multitask.metrics import attribute_probes, inverted_softmax, multi_caption_metrics, retrieval_metrics
+from multitask.metrics import (attribute_probes, dual_softmax, inverted_softmax, multi_caption_metrics,
+                               retrieval_metrics)
+from multitask.types import EvalResult, Similarity
 
 
 def info_nce(logits: torch.Tensor) -> torch.Tensor:
@@ -89,19 +91,27 @@ class RetrievalTask(nn.Module):
     def save_assets(self, folder: Path) -> None:
         """Retrieval has no files beyond the model state."""
 
-    def eval_size(self, data: TaskData) -> int:
-        return len(data.test.captions()[0])
-
     @torch.no_grad()
-    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0,
-                 predictions: list | None = None) -> dict[str, float]:
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0) -> EvalResult:
         """Encode every test video and caption once, score them blockwise through the bridge, rank."""
         batch_size = eval_cfg["batch_size"]
         frames, mask = encode_videos(self.backbone, data.test, device, batch_size, num_workers)  # (V, T, D), (V, T)
         texts, counts = data.test.captions()
         text = encode_texts(self.backbone, texts, device, batch_size)  # (Q, D)
         sim = blockwise_similarity(self.head, text, frames, mask, eval_cfg["block_size"]).cpu()  # (Q, V)
-        return retrieval_report(sim, counts, eval_cfg.get("inverted_softmax", False), data.attributes)
+        dsl = dsl_temperature(eval_cfg, float(self.backbone.logit_scale()))
+        metrics = retrieval_report(sim, counts, eval_cfg.get("inverted_softmax", False), data.attributes, dsl)
+        video_ids = data.test.video_ids()
+        text_ids = [f"{v}#{k}" for v, n in zip(video_ids, counts) for k in range(n)]
+        return EvalResult(metrics, len(texts), similarity=Similarity(sim, text_ids, video_ids))
+
+
+def dsl_temperature(eval_cfg: dict, logit_scale: float) -> float | None:
+    """``eval.dsl_temperature``, or 1 / the model's logit scale (its training temperature) when null;
+    None when ``eval.dual_softmax`` is off."""
+    if not eval_cfg.get("dual_softmax", False):
+        return None
+    return eval_cfg.get("dsl_temperature") or 1.0 / logit_scale
 
 
 def blockwise_similarity(head: RetrievalHead, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
@@ -147,15 +157,23 @@ def _directions(sim: torch.Tensor, counts: list[int]) -> dict[str, dict[str, flo
     return multi_caption_metrics(sim, counts)
 
 
+def _reweighted(sim: torch.Tensor, counts: list[int], prior, tag: str) -> dict[str, float]:
+    """Metrics of a query-prior re-weighting (inverted softmax, DSL), under their own names: the prior runs
+    over the queries of each direction (captions for t2v, videos for v2t)."""
+    t2v = _directions(prior(sim), counts)["t2v"]
+    v2t = _directions(prior(sim.t()).t(), counts)["v2t"]
+    return {**{f"t2v_{tag}/{k}": v for k, v in t2v.items()}, **{f"v2t_{tag}/{k}": v for k, v in v2t.items()}}
+
+
 def retrieval_report(sim: torch.Tensor, counts: list[int], use_inverted_softmax: bool = False,
-                     attributes: list[dict] | None = None) -> dict[str, float]:
-    """Flat metric dict: t2v/..., v2t/..., optionally t2v_is/..., v2t_is/... and probe/...."""
+                     attributes: list[dict] | None = None, dsl_temperature: float | None = None) -> dict[str, float]:
+    """Flat metric dict: t2v/..., v2t/..., optionally t2v_is/..., v2t_is/... (inverted softmax),
+    t2v_dsl/..., v2t_dsl/... (dual softmax at ``dsl_temperature``) and probe/...."""
     out = {f"{d}/{k}": v for d, m in _directions(sim, counts).items() for k, v in m.items()}
     if use_inverted_softmax:
-        t2v = _directions(inverted_softmax(sim), counts)["t2v"]
-        v2t = _directions(inverted_softmax(sim.t()).t(), counts)["v2t"]
-        out.update({f"t2v_is/{k}": v for k, v in t2v.items()})
-        out.update({f"v2t_is/{k}": v for k, v in v2t.items()})
+        out.update(_reweighted(sim, counts, inverted_softmax, "is"))
+    if dsl_temperature is not None:
+        out.update(_reweighted(sim, counts, lambda s: dual_softmax(s, dsl_temperature), "dsl"))
     if attributes is not None and all(c == 1 for c in counts):
         out.update(attribute_probes(sim, attributes))
     return out

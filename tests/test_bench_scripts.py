@@ -91,7 +91,7 @@ def test_eval_phases_give_the_metrics_of_task_evaluate():
     assert data.test.num_frames == 12 and data.test[3]["video"].shape == (12, 3, 64, 64)
     _, metrics = bench_eval.evaluate_phases(task, data, eval_cfg)
     assert {"t2v_is/R@1", "probe/shape"} <= set(metrics)
-    assert bench_eval.same_metrics(metrics, task.evaluate(data, torch.device("cpu"), eval_cfg))
+    assert bench_eval.same_metrics(metrics, task.evaluate(data, torch.device("cpu"), eval_cfg).metrics)
 
 
 def test_train_bench_steps_the_framework_loop(tmp_path):

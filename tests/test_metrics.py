@@ -9,6 +9,7 @@ import torch
 from multitask import metrics
 from multitask.metrics import (
     attribute_probes,
+    dual_softmax,
     format_table,
     inverted_softmax,
     multi_caption_metrics,
@@ -124,6 +125,20 @@ def test_inverted_softmax_is_stable():
     np.testing.assert_allclose(inverted_softmax(torch.tensor(sim)).numpy(), [[20, 0], [0, 20]])
     with pytest.raises(ValueError, match="temperature"):
         inverted_softmax(sim, temperature=0.0)
+
+
+def test_dual_softmax_by_hand_and_as_its_own_metric_set():
+    # S = [[0.9, 0.1], [0.8, 0.7]] (rows texts), T = 0.5: column priors softmax([1.8, 1.6]) and softmax([0.2, 1.4])
+    sim = np.array([[0.9, 0.1], [0.8, 0.7]])
+    w0 = [math.exp(1.8) / (math.exp(1.8) + math.exp(1.6)), math.exp(1.6) / (math.exp(1.8) + math.exp(1.6))]
+    w1 = [math.exp(0.2) / (math.exp(0.2) + math.exp(1.4)), math.exp(1.4) / (math.exp(0.2) + math.exp(1.4))]
+    want = np.array([[0.9 * w0[0], 0.1 * w1[0]], [0.8 * w0[1], 0.7 * w1[1]]])  # [[0.495, 0.023], [0.360, 0.538]]
+    np.testing.assert_allclose(dual_softmax(sim, 0.5), want, rtol=1e-9)
+    from tasks.retrieval import retrieval_report
+
+    report = retrieval_report(torch.tensor(sim), [1, 1], dsl_temperature=0.5)
+    assert report["t2v/R@1"] == 50.0 and report["t2v_dsl/R@1"] == 100.0  # text 1 prefers video 0 until re-weighted
+    assert "t2v_is/R@1" not in report and {"v2t_dsl/R@1", "v2t_dsl/MnR"} <= set(report)
 
 
 # captions 0-2 belong to video 0, captions 3-4 to video 1

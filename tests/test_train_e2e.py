@@ -8,6 +8,9 @@ import pytest
 import torch
 from conftest import GEN, REPO, run_train
 
+from multitask.metrics import retrieval_metrics
+from multitask.runlog import read_similarity
+
 @pytest.fixture(scope="module")
 def trained(e2e_run):
     return e2e_run("retrieval")
@@ -21,8 +24,14 @@ def test_run_directory_contract(trained):
     assert {"step", "epoch", "lr", "loss", "contrastive_loss"} <= set(records[0])
     report = json.loads((out / "eval.json").read_text())
     assert report["task"] == "retrieval" and report["split"] == "test" and report["num_samples"] == 16
-    for key in ("t2v/R@1", "v2t/MnR", "t2v_is/R@10", "v2t_is/MdR", "probe/colour", "probe/direction"):
+    for key in ("t2v/R@1", "v2t/MnR", "t2v_is/R@10", "v2t_is/MdR", "t2v_dsl/R@1", "v2t_dsl/MnR", "probe/colour",
+                "probe/direction"):
         assert key in report["metrics"]
+    scores = read_similarity(out / "similarity.safetensors")  # what the metrics were computed from
+    assert scores.matrix.shape == (16, 16) and len(scores.text_ids) == 16 and scores.text_ids[0].endswith("#0")
+    assert scores.video_ids[:1] == [scores.text_ids[0].split("#")[0]]
+    t2v = retrieval_metrics(scores.matrix)
+    assert all(t2v[k] == pytest.approx(report["metrics"][f"t2v/{k}"]) for k in t2v)
     assert 0 <= report["metrics"]["t2v/R@1"] <= 100 and 1 <= report["metrics"]["t2v/MnR"] <= 16
     last = out / "checkpoints" / "last"
     assert last.is_symlink() and last.resolve().name == "step_4"

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import datasets
-from torch.utils.data import Dataset
 
 from multitask.data import activitynet, didemo, lsmdc, msrvtt, msrvtt_qa, msvd
 from multitask.data.checks import check_videos
@@ -25,17 +23,9 @@ from multitask.data.tables import cache_dir
 from multitask.data.video_index import index_videos, indexed_path
 from multitask.data.multi import MultiTaskDataset
 from multitask.data.video_text import QADataset, VideoDataset, VideoTextDataset
+from multitask.types import TaskData
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskData:
-    train: Dataset
-    test: VideoDataset | None
-    attributes: list[dict] | None = None  # per test video; synthetic data only (attribute probes)
-    skipped: dict[str, str] = field(default_factory=dict)  # bad video path (or id without a file) -> reason
-    parts: dict[str, TaskData] = field(default_factory=dict)  # task=multi: each head's own data
 
 
 def _existing_root(cfg: dict, show_progress: bool) -> Path:
