@@ -6,6 +6,7 @@
     multitask answer --checkpoint C clip.mp4 "question"
     multitask emcl-score TEXT.npy VIDEO.npy [--out SCORES.npy]
     multitask doctor --data msrvtt --root DIR
+    multitask import-reference PATH --out DIR --clip ViT-B-32 [--source emcl|clip4clip] [--emcl-mean FILE]
 """
 from __future__ import annotations
 
@@ -83,6 +84,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def cmd_import_reference(args: argparse.Namespace) -> int:
+    from multitask.reference import import_reference
+
+    out = import_reference(args.path, args.out, clip=args.clip, source=args.source, emcl_mean=args.emcl_mean,
+                           num_frames=args.num_frames, max_words=args.max_words)
+    print(f"{out}: checkpoint folder (multitask.load, eval_only=true checkpoint=..., resume=... accept it)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multitask", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +133,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, type=Path)
     p.add_argument("--video-root", type=Path)
     p.set_defaults(run=cmd_doctor)
+    p = sub.add_parser("import-reference", help="turn an EMCL-Net or CLIP4Clip checkpoint into a checkpoint folder")
+    p.add_argument("path", type=Path, help="the state dict the reference's training script saved")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--clip", default="ViT-B-32", help="the open_clip architecture of its CLIP (default ViT-B-32)")
+    p.add_argument("--source", default="emcl", choices=["emcl", "clip4clip"])
+    p.add_argument("--emcl-mean", type=Path, help="the reference's EMCL running mean (.npy/.pt/.safetensors, K values); "
+                                                   "its checkpoints do not store it")
+    p.add_argument("--num-frames", type=int, default=12)
+    p.add_argument("--max-words", type=int, default=32)
+    p.set_defaults(run=cmd_import_reference)
     return parser
 
 

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import GEN, run_train
@@ -125,20 +126,29 @@ def test_wrong_clip_names_the_shapes(reference_file, tmp_path):
         multitask.import_reference(reference_file, tmp_path / "out", clip="emcl-tiny", emcl_mean=torch.zeros(16))
 
 
-def test_clip4clip_mean_pooling_without_emcl(tmp_path):
-    state = {k: v for k, v in reference_state("emcl-tiny").items() if k.startswith("clip.")}  # meanP
+@pytest.mark.parametrize("header", ["meanP", "seqTransf"])
+def test_clip4clip_checkpoints_under_compat_equal_clip4clip(tmp_path, header):
+    golden = json.loads((DATA / "clip4clip_tiny_golden.json").read_text())[header]
+    state = reference_state("emcl-tiny")
+    if header == "meanP":
+        state = {k: v for k, v in state.items() if k.startswith("clip.")}
     torch.save(state, tmp_path / "pytorch_model.bin.0")
     folder = multitask.import_reference(tmp_path / "pytorch_model.bin.0", tmp_path / "out", clip="emcl-tiny",
                                         source="clip4clip", num_frames=4)
     model = multitask.load(folder, reference_compat=True)
-    assert model.task.head.emcl is None and model.conf["model"]["temporal"] == "mean"
+    assert model.task.head.emcl is None and model.conf["model"]["temporal"] == ("mean" if header == "meanP"
+                                                                                 else "transformer")
     frames, mask = reference_inputs()
-    sim = model.similarity(frames, mask, CAPTIONS)
-    with torch.no_grad():  # CLIP4Clip's meanP by hand: frames normalised, masked mean, normalised; cosine
-        f = torch.nn.functional.normalize(model.backbone.encode_frames(frames, mask), dim=-1)
-        video = torch.nn.functional.normalize((f * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
-        text = torch.nn.functional.normalize(model.backbone.encode_text(model.backbone.tokenize(CAPTIONS)), dim=-1)
-    assert torch.allclose(sim, text @ video.t(), atol=1e-6)
+    _close(model.similarity(frames, mask, CAPTIONS), golden["cosine"])
+    assert model.loss(frames, mask, CAPTIONS).item() == pytest.approx(golden["loss"], abs=1e-5)
+
+
+def test_compat_mean_pooling_normalises_frames_first():
+    from tasks.retrieval import RetrievalHead
+
+    frames, mask = torch.tensor([[[3.0, 0.0], [0.0, 1.0], [5.0, 5.0]]]), torch.tensor([[1, 1, 0]])
+    assert torch.equal(RetrievalHead(None).mean_pool(frames, mask), torch.tensor([[1.5, 0.5]]))
+    assert torch.equal(RetrievalHead(None, reference_compat=True).mean_pool(frames, mask), torch.tensor([[0.5, 0.5]]))
 
 
 def test_eval_only_and_resume_accept_an_imported_folder(tiny_root, imported, tmp_path):
@@ -156,3 +166,16 @@ def test_eval_only_and_resume_accept_an_imported_folder(tiny_root, imported, tmp
     moved = {k: (start[k] - after[k]).abs().max().item() for k in start}
     assert moved.pop("head.emcl.mean") > 0.01  # the running mean's momentum updates
     assert 0 < max(moved.values()) < 1e-4  # the weights: 2 steps at lr 1e-6 from the imported ones
+
+
+def test_import_reference_command(reference_file, tmp_path, capsys):
+    from multitask.cli import main
+
+    np.save(tmp_path / "mean.npy", reference_mean().numpy())
+    code = main(["import-reference", str(reference_file), "--out", str(tmp_path / "out"), "--clip", "emcl-tiny",
+                 "--emcl-mean", str(tmp_path / "mean.npy"), "--num-frames", "4"])
+    assert code == 0 and "checkpoint folder" in capsys.readouterr().out
+    assert torch.equal(load_file(str(tmp_path / "out/model.safetensors"))["head.emcl.mean"], reference_mean())
+    assert main(["import-reference", str(reference_file), "--out", str(tmp_path / "x"), "--clip", "ViT-B-32"]) == 2
+    err = capsys.readouterr().err
+    assert "is not --clip ViT-B-32" in err and "Traceback" not in err
