@@ -32,7 +32,7 @@ from multitask.types import TaskData
 from multitask.data.synthetic_words import COLOUR_WORDS, DIRECTIONS, MOTION_PATHS, SHAPE_WORDS
 from multitask.evaluation import encode_texts, encode_videos
 from tasks import build_task
-from tasks.retrieval import RetrievalHead, RetrievalTask, blockwise_similarity, retrieval_report
+from tasks.retrieval import RetrievalHead, RetrievalTask, blockwise_similarity, dsl_temperature, retrieval_report
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NUM_FRAMES = 12
@@ -42,7 +42,7 @@ POST_ENCODE = ("similarity (EMCL)", "metrics")
 
 class RandomClips(Dataset):
     """What evaluate() reads from ``data.test``: items {"video": (T, 3, H, W), "video_mask": (T,)},
-    ``num_frames`` and ``captions()``; ``size`` videos with one caption each, pixels random."""
+    ``num_frames``, ``captions()`` and ``video_ids()``; ``size`` videos with one caption each, pixels random."""
 
     def __init__(self, size: int, num_frames: int, image_size: int, pool: int = 64, seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
@@ -63,6 +63,9 @@ class RandomClips(Dataset):
 
     def captions(self) -> tuple[list[str], list[int]]:
         return self.texts, [1] * self.size
+
+    def video_ids(self) -> list[str]:
+        return [f"clip{i}" for i in range(self.size)]
 
 
 def framework_config(num_frames: int = NUM_FRAMES) -> dict:
@@ -105,7 +108,8 @@ def evaluate_phases(task: RetrievalTask, data: TaskData, eval_cfg: dict) -> tupl
     with timed(times, "similarity (EMCL)"):
         sim = blockwise_similarity(task.head, text, frames, mask, eval_cfg["block_size"]).cpu()  # (Q, V)
     with timed(times, "metrics"):
-        metrics = retrieval_report(sim, counts, eval_cfg.get("inverted_softmax", False), data.attributes)
+        dsl = dsl_temperature(eval_cfg, float(task.backbone.logit_scale()))
+        metrics = retrieval_report(sim, counts, eval_cfg.get("inverted_softmax", False), data.attributes, dsl)
     times["total"] = time.perf_counter() - start
     times["other"] = times["total"] - sum(times[p] for p in PHASES)
     times["similarity without EMCL"] = _similarity_seconds(RetrievalHead(None), text, frames, mask, eval_cfg)
