@@ -47,11 +47,9 @@ class VideoTextBackbone(nn.Module):
     ``pool`` reduces them to (B, D) by masked mean. Text: token ids (B, L) -> (B, D).
     """
 
-    def __init__(self, clip: str = "emcl-tiny", pretrained: str | None = None, temporal: str = "mean",
-                 temporal_layers: int = 4, temporal_width: int = 128, pooling: str = "mean",
-                 max_words: int = 32, num_frames: int = 12, image_size: int | None = None,
-                 chunks: int = 1, freeze_backbone: bool = False, quick_gelu: bool | None = None,
-                 reference_compat: bool = False) -> None:
+    def __init__(self, clip: str, pretrained: str | None, temporal: str, temporal_layers: int, temporal_width: int,
+                 pooling: str, quick_gelu: bool | None, reference_compat: bool, freeze_backbone: bool,
+                 max_words: int, num_frames: int, image_size: int, chunks: int) -> None:
         super().__init__()
         if chunks < 1:
             raise ValueError(f"trainer.contrastive_chunks must be >= 1, got {chunks}")
@@ -86,8 +84,16 @@ class VideoTextBackbone(nn.Module):
     def embed_dim(self) -> int:
         return self.clip.text_projection.shape[1]
 
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)  # (B, max_words)
+
+    def encode_strings(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> (B, D) features: tokenised, on this backbone's device, through the text tower."""
+        return self.encode_text(self.tokenize(texts).to(self.device))
 
     def _chunked(self, fn: Callable[..., torch.Tensor], *batch: torch.Tensor) -> torch.Tensor:
         """``fn(*batch)``; in training with ``chunks`` > 1, over that many slices of the batch, each under
@@ -184,14 +190,9 @@ def text_conditioned_pool(text: torch.Tensor, frames: torch.Tensor, mask: torch.
     return torch.einsum("abt,btd->abd", weights, frames)
 
 
-def build_backbone(model_cfg: dict, data_cfg: dict, chunks: int = 1) -> VideoTextBackbone:
-    """Map the ``model`` and ``data`` config groups (and ``trainer.contrastive_chunks``) to constructor arguments."""
-    return VideoTextBackbone(clip=model_cfg["clip"], pretrained=model_cfg.get("pretrained"),
-                             temporal=model_cfg.get("temporal", "mean"),
-                             temporal_layers=model_cfg.get("temporal_layers", 4),
-                             temporal_width=model_cfg.get("temporal_width", 128),
-                             pooling=model_cfg.get("pooling", "mean"), max_words=data_cfg["max_words"],
-                             num_frames=data_cfg["num_frames"], image_size=data_cfg.get("image_size"), chunks=chunks,
-                             freeze_backbone=model_cfg.get("freeze_backbone", False),
-                             quick_gelu=model_cfg.get("quick_gelu"),
-                             reference_compat=model_cfg.get("reference_compat", False))
+def build_backbone(model_cfg: dict, data_cfg: dict, chunks: int) -> VideoTextBackbone:
+    """The ``model`` group (less ``emcl``) as constructor arguments, with the frame and text sizes of the
+    ``data`` group and ``trainer.contrastive_chunks``."""
+    kwargs = {k: v for k, v in model_cfg.items() if k != "emcl"}
+    return VideoTextBackbone(**kwargs, max_words=data_cfg["max_words"], num_frames=data_cfg["num_frames"],
+                             image_size=data_cfg["image_size"], chunks=chunks)

@@ -1,4 +1,4 @@
-"""Checkpoint directories: atomic writes, ``last`` link, retention, and lookup for resume."""
+"""Checkpoint folders: atomic writes, the ``last`` link, retention, lookup for resume, and ``restore``."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,14 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+
+from omegaconf import OmegaConf
+from safetensors.torch import load_model
+from torch import nn
+
+from multitask.task import Task, build_task
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +82,61 @@ def read_meta(path: str | Path, task: str | None) -> dict:
     if task is not None and meta.get("task") != task:
         raise CheckpointError(f"checkpoint {folder} belongs to task {meta.get('task')!r}, not {task!r}")
     return meta
+
+
+INFERENCE_OPTIONS = ("num_beams",)  # task keys an evaluation may change; the others shape the saved weights
+
+
+def checkpoint_config(folder: Path) -> dict:
+    """The resolved config a checkpoint was saved with, ``model.pretrained`` cleared (the checkpoint holds
+    every weight: never look for CLIP weights)."""
+    if not (folder / "config.yaml").is_file():
+        raise CheckpointError(f"{folder} is not a checkpoint folder with a config.yaml "
+                              "(expected e.g. outputs/<task>/default/checkpoints/last)")
+    conf = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=True)
+    conf["model"]["pretrained"] = None
+    return conf
+
+
+def _with_inference_options(task_conf: dict, options: dict) -> dict:
+    """``task_conf`` (or, for task=multi, each head's part) with the inference options it has replaced."""
+    out = {k: options.get(k, v) if k in INFERENCE_OPTIONS else v for k, v in task_conf.items()}
+    return {k: _with_inference_options(v, options) if isinstance(v, dict) and "name" in v else v for k, v in out.items()}
+
+
+def load_weights(task: nn.Module, folder: Path) -> None:
+    """A checkpoint folder's model.safetensors into ``task``, with the mismatch named when it does not fit."""
+    try:
+        load_model(task, str(folder / "model.safetensors"))  # restores weights tied on save (the decoder's)
+    except RuntimeError as err:
+        raise CheckpointError(f"{folder} does not fit the model this config builds (model.* and task.* must "
+                              f"match the checkpoint's config.yaml): {str(err)[:600]}") from err
+
+
+@dataclass
+class Restored:
+    task: Task  # the module that serves the head asked for (the whole task when none was)
+    conf: dict  # the checkpoint's config, overrides applied
+    meta: dict
+
+
+def restore(folder: str | Path, head: str | None = None, model_overrides: dict | None = None,
+            inference: dict | None = None) -> Restored:
+    """Rebuild a checkpoint's task from its config.yaml, files and weights (EMCL mean included).
+
+    ``head`` picks what one head needs (a head of a task=multi checkpoint, with the shared backbone and
+    EMCL); ``model_overrides`` replace ``model.*`` keys that do not shape the weights (``reference_compat``);
+    ``inference`` replaces the ``INFERENCE_OPTIONS`` (``num_beams``).
+    """
+    folder = Path(folder).expanduser()
+    meta = read_meta(folder, None)
+    conf = checkpoint_config(folder)
+    conf["model"].update(model_overrides or {})
+    conf["task"] = _with_inference_options(conf["task"], inference or {})
+    task = build_task(conf, None, assets=folder)
+    load_weights(task, folder)
+    try:
+        served = task.serving(head) if head else task
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {folder}: {err}") from err
+    return Restored(served, conf, meta)

@@ -22,9 +22,11 @@ import torch
 
 def cmd_index(args: argparse.Namespace) -> int:
     from multitask.api import load
-    from multitask.search_index import build_index
+    from multitask.search_index import update_index
 
-    summary = build_index(load(args.checkpoint), args.video_dir, args.out, args.batch_size)
+    model = load(args.checkpoint)
+    summary = update_index(model.encode_frames, str(model.checkpoint.resolve()), args.video_dir, args.out,
+                           args.batch_size)
     print(f"{args.out}: {summary['added']} videos added, {summary['already']} already indexed, "
           f"{len(summary['failed'])} unreadable")
     for path, reason in summary["failed"].items():

@@ -1,4 +1,4 @@
-"""The EMCL bridge: Expectation-Maximization Contrastive Learning (paper 000, Algorithm 1).
+"""The EMCL bridge: Expectation-Maximization Contrastive Learning (Jin et al., NeurIPS 2022, Algorithm 1).
 
 Pure tensor code. Rows of the input are samples (videos and texts stacked), columns are feature
 dimensions. The EM iterations find K bases shared by both modalities; the output adds the
@@ -70,6 +70,11 @@ class EMCL(nn.Module):
                 self.mean.mul_(self.momentum).add_(lam.mean(dim=0), alpha=1.0 - self.momentum)
         return out
 
+    def joint(self, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """EMCL on the rows of ``parts`` stacked (e.g. videos (V, D) and texts (A, D)), split back into parts."""
+        out = self(torch.cat(parts))  # (sum of rows, D)
+        return tuple(out.split([p.shape[0] for p in parts]))
+
     def forward_sets(self, x: torch.Tensor) -> torch.Tensor:
         """x: (G, N, D), G independent sets in one batched call (evaluation's blocks), each as ``forward``
         treats it in eval mode; M is not updated, so this is for eval mode only."""
@@ -89,6 +94,13 @@ class EMCL(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_bases={self.num_bases}, iters={self.iters}, momentum={self.momentum}, "
                 f"sigma={self.sigma}, beta={self.beta}")
+
+
+def build_emcl(emcl_cfg: dict) -> EMCL | None:
+    """EMCL from ``model.emcl``, or None when ``enabled`` is false (the paper's base model)."""
+    if not emcl_cfg["enabled"]:
+        return None
+    return EMCL(**{k: v for k, v in emcl_cfg.items() if k != "enabled"})
 
 
 def emcl_similarity(text: torch.Tensor, video: torch.Tensor, seed: int = 0, **emcl_kwargs: float) -> torch.Tensor:

@@ -1,47 +1,31 @@
-"""Exact distributed feature extraction: every sample encoded once, on exactly one process.
-
-Each rank encodes a contiguous shard (no sampler padding, so no duplicates for any test size);
-the shards are gathered in rank order, so every rank holds the features in dataset order.
-"""
+"""Evaluation in a run: a task's ``EvalResult`` computed on every process, written by the main one."""
 from __future__ import annotations
 
-import torch
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
+from pathlib import Path
 
-from multitask.dist import gather_cat, rank, world_size
+from accelerate import Accelerator
 
-
-def shard(n: int, rank_: int, world: int) -> range:
-    """Contiguous, nearly equal, non-overlapping shards covering range(n)."""
-    step, extra = divmod(n, world)
-    start = rank_ * step + min(rank_, extra)
-    return range(start, start + step + (rank_ < extra))
+from multitask.metrics import format_table
+from multitask.runlog import write_json, write_similarity
+from multitask.task import Task
+from multitask.types import EvalResult, TaskData
 
 
-def _collate(items: list[dict]) -> dict:
-    return {"video": torch.stack([i["video"] for i in items]), "video_mask": torch.stack([i["video_mask"] for i in items])}
+def evaluate(conf: dict, task: Task, data: TaskData, accelerator: Accelerator, write: bool = True) -> dict:
+    """Run the task's evaluation; on the main process write its result into the run directory, print the table."""
+    task.eval()
+    result = task.evaluate(data, accelerator.device, conf["eval"], conf["trainer"]["num_workers"])
+    if write and accelerator.is_main_process:
+        write_result(Path(conf["output_dir"]), conf["task"]["name"], result)
+        print(format_table(result.metrics), flush=True)
+    return result.metrics
 
 
-@torch.no_grad()
-def encode_videos(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int,
-                  num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame features (V, T, D) and masks (V, T) of every video, in dataset order."""
-    part = Subset(dataset, list(shard(len(dataset), rank(), world_size())))
-    loader = DataLoader(part, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-    frames = [torch.zeros(0, dataset.num_frames, backbone.embed_dim, device=device)]  # an empty shard still gathers
-    masks = [torch.zeros(0, dataset.num_frames, dtype=torch.long, device=device)]
-    for batch in tqdm(loader, desc="encoding videos", disable=rank() != 0, leave=False):
-        mask = batch["video_mask"].to(device)
-        frames.append(backbone.encode_frames(batch["video"].to(device), mask).float())
-        masks.append(mask)
-    return gather_cat(torch.cat(frames)), gather_cat(torch.cat(masks))
-
-
-@torch.no_grad()
-def encode_texts(backbone: torch.nn.Module, texts: list[str], device: torch.device, batch_size: int) -> torch.Tensor:
-    """Text features (N, D) of every text, in order."""
-    mine = [texts[i] for i in shard(len(texts), rank(), world_size())]
-    out = [torch.zeros(0, backbone.embed_dim, device=device)] + [backbone.encode_text(backbone.tokenize(mine[i: i + batch_size]).to(device)).float()
-           for i in tqdm(range(0, len(mine), batch_size), desc="encoding texts", disable=rank() != 0, leave=False)]
-    return gather_cat(torch.cat(out))
+def write_result(out: Path, task: str, result: EvalResult) -> None:
+    """eval.json, predictions.json (when there are predictions), similarity.safetensors (retrieval)."""
+    write_json(out / "eval.json", {"task": task, "split": "test", "num_samples": result.num_samples,
+                                   "metrics": result.metrics})
+    if result.predictions:
+        write_json(out / "predictions.json", result.predictions)
+    if result.similarity is not None:
+        write_similarity(out / "similarity.safetensors", result.similarity)

@@ -108,6 +108,46 @@ def dual_softmax(sim: T, temperature: float) -> T:
     return inverted_softmax(sim, temperature) / sim.shape[0]
 
 
+def _transpose(sim: ArrayLike) -> ArrayLike:
+    return sim.t() if isinstance(sim, torch.Tensor) else np.asarray(sim).T
+
+
+def _directions(sim: ArrayLike, counts: list[int]) -> dict[str, dict[str, float]]:
+    if all(c == 1 for c in counts):
+        return {"t2v": retrieval_metrics(sim), "v2t": retrieval_metrics(_transpose(sim))}
+    return multi_caption_metrics(sim, counts)
+
+
+def _reweighted(sim: ArrayLike, counts: list[int], prior, tag: str) -> dict[str, float]:
+    """Metrics of a query-prior re-weighting (inverted softmax, DSL), under their own names: the prior runs
+    over the queries of each direction (captions for t2v, videos for v2t)."""
+    t2v = _directions(prior(sim), counts)["t2v"]
+    v2t = _directions(prior(_transpose(sim)).t(), counts)["v2t"]
+    return {**{f"t2v_{tag}/{k}": v for k, v in t2v.items()}, **{f"v2t_{tag}/{k}": v for k, v in v2t.items()}}
+
+
+def retrieval_report(sim: ArrayLike, counts: list[int], use_inverted_softmax: bool = False,
+                     attributes: list[dict] | None = None, dsl_temperature: float | None = None) -> dict[str, float]:
+    """Flat metric dict: t2v/..., v2t/..., optionally t2v_is/..., v2t_is/... (inverted softmax),
+    t2v_dsl/..., v2t_dsl/... (dual softmax at ``dsl_temperature``) and probe/...."""
+    out = {f"{d}/{k}": v for d, m in _directions(sim, counts).items() for k, v in m.items()}
+    if use_inverted_softmax:
+        out.update(_reweighted(sim, counts, inverted_softmax, "is"))
+    if dsl_temperature is not None:
+        out.update(_reweighted(sim, counts, lambda s: dual_softmax(s, dsl_temperature), "dsl"))
+    if attributes is not None and all(c == 1 for c in counts):
+        out.update(attribute_probes(sim, attributes))
+    return out
+
+
+def dsl_temperature(eval_cfg: dict, logit_scale: float) -> float | None:
+    """``eval.dsl_temperature``, or 1 / the model's logit scale (its training temperature) when null;
+    None when ``eval.dual_softmax`` is off."""
+    if not eval_cfg["dual_softmax"]:
+        return None
+    return eval_cfg["dsl_temperature"] or 1.0 / logit_scale
+
+
 def _check_groups(counts: Sequence[int], num_captions: int, num_videos: int) -> np.ndarray:
     """Validate captions-per-video against the matrix shape."""
     c = np.asarray(counts, dtype=np.int64).reshape(-1)

@@ -19,8 +19,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_model
 
 from multitask.checkpoint import META
+from multitask.engine import compose_config
 from multitask.emcl import reference_init
 from multitask.pretrained import read_state_dict, upcast
+from multitask.task import build_task
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +162,6 @@ def import_reference(path: str | Path, out: str | Path, clip: str = "ViT-B-32", 
     """Turn a reference checkpoint into a checkpoint folder that ``multitask.load``, ``eval_only`` and
     ``resume`` accept. ``emcl_mean``: the reference's running mean (its checkpoints do not store it); without
     it EMCL starts from a fresh reference initialisation (seed 0)."""
-    from multitask.engine import compose_config
-    from tasks import build_task
-
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     path, out = Path(path).expanduser(), Path(out).expanduser()
@@ -181,7 +180,7 @@ def import_reference(path: str | Path, out: str | Path, clip: str = "ViT-B-32", 
     except ReferenceCheckpointError as err:
         raise ReferenceCheckpointError(f"{path} ({SOURCES[source]}; {_describe(arch)}): {err}") from err
     if conf["model"]["emcl"]["enabled"]:
-        mapped["head.emcl.mean"] = _emcl_mean(emcl_mean, conf["model"]["emcl"]["num_bases"])
+        mapped["emcl.mean"] = _emcl_mean(emcl_mean, conf["model"]["emcl"]["num_bases"])
     task.load_state_dict(mapped, strict=True)
     return _write_folder(task, conf, out, {"imported_from": str(path.resolve()), "source": source})
 

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from multitask.dist import mean_over_ranks
+from multitask.files import atomic_path, atomic_write_text
 from multitask.types import Similarity
 
 logger = logging.getLogger(__name__)
@@ -63,9 +64,7 @@ class MetricsLog:
         if not self.enabled or not self.path.is_file():
             return
         kept = [line for line in self.path.read_text().splitlines() if _step_of(line, self.path) <= step]
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -86,18 +85,15 @@ def _step_of(line: str, path: Path) -> float:
 def write_json(path: Path, payload: dict) -> None:
     """Write JSON atomically; NaN becomes null so the file stays valid JSON."""
     clean = json.loads(json.dumps(payload), parse_constant=lambda _: None)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(clean, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(clean, indent=2))
 
 
 def write_similarity(path: Path, similarity: Similarity) -> None:
     """The score matrix as safetensors ({"similarity": (Q, V) float32}) with the text and video ids, in row and
     column order, as JSON lists in the metadata ("text_ids", "video_ids"); read it with ``read_similarity``."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({"similarity": similarity.matrix.float().contiguous()}, str(tmp),
-              metadata={"text_ids": json.dumps(similarity.text_ids), "video_ids": json.dumps(similarity.video_ids)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({"similarity": similarity.matrix.float().contiguous()}, str(tmp),
+                  metadata={"text_ids": json.dumps(similarity.text_ids), "video_ids": json.dumps(similarity.video_ids)})
 
 
 def read_similarity(path: Path) -> Similarity:

@@ -8,15 +8,19 @@ and a re-run encodes only what is missing.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from multitask.api import FrameFeatures, Model, UnreadableVideoError, probe_all
 from multitask.data.video_index import VIDEO_EXTENSIONS
+from multitask.files import atomic_write_text
+from multitask.types import FrameFeatures
+from multitask.video import UnreadableVideoError, VideoInfo, probe_all
+
+Encoder = Callable[..., FrameFeatures]  # Model.encode_frames(paths, batch_size, progress=, infos=, root=)
 
 META = "index.json"
 
@@ -38,19 +42,18 @@ def _read_meta(out: Path, checkpoint: str) -> dict:
 
 
 def _write_meta(out: Path, meta: dict) -> None:
-    tmp = out / (META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out / META)
+    atomic_write_text(out / META, json.dumps(meta, indent=1))
 
 
-def build_index(model: Model, video_dir: Path, out: Path, batch_size: int = 16) -> dict:
-    """Encode every video under ``video_dir`` not yet in the index at ``out``; bad files are recorded.
+def update_index(encode: Encoder, checkpoint: str, video_dir: Path, out: Path, batch_size: int = 16) -> dict:
+    """Encode every video under ``video_dir`` not yet in the index at ``out`` (with ``encode``, the
+    ``encode_frames`` of the model ``checkpoint`` names); bad files are recorded.
 
     Returns {"added", "already", "failed": {path: reason}}.
     """
     out.mkdir(parents=True, exist_ok=True)
     video_dir = video_dir.expanduser().resolve()  # entries are absolute paths: `./clips` and `clips` agree
-    meta = _read_meta(out, str(model.checkpoint.resolve()))
+    meta = _read_meta(out, checkpoint)
     done = {e["path"] for e in meta["entries"]}
     files = video_files(video_dir)
     todo = [str(p) for p in files if str(p) not in done]
@@ -58,13 +61,12 @@ def build_index(model: Model, video_dir: Path, out: Path, batch_size: int = 16) 
     readable = [p for p in todo if p in good]
     part, added = 1 + max((e["part"] for e in meta["entries"]), default=-1), 0
     for i in tqdm(range(0, len(readable), batch_size), desc="indexing", disable=not readable):
-        batch, feats = _encode(model, readable[i: i + batch_size], good, bad)
+        batch, feats = _encode(encode, readable[i: i + batch_size], good, bad, video_dir)
         if not batch:
             continue
         save_file({"frames": feats.frames.contiguous(), "mask": feats.mask.contiguous()},
                   str(out / f"part_{part}.safetensors"))
-        meta["entries"] += [{"id": str(Path(p).relative_to(video_dir).with_suffix("")), "path": p, "part": part}
-                            for p in batch]
+        meta["entries"] += [{"id": i, "path": p, "part": part} for i, p in zip(feats.ids, batch)]
         _write_meta(out, meta)
         part, added = part + 1, added + len(batch)
     meta["failed"] = bad
@@ -72,17 +74,18 @@ def build_index(model: Model, video_dir: Path, out: Path, batch_size: int = 16) 
     return {"added": added, "already": len(files) - len(todo), "failed": bad}
 
 
-def _encode(model: Model, batch: list[str], infos: dict, bad: dict[str, str]) -> tuple[list[str], FrameFeatures | None]:
+def _encode(encode: Encoder, batch: list[str], infos: dict[str, VideoInfo], bad: dict[str, str],
+            root: Path) -> tuple[list[str], FrameFeatures | None]:
     """(the paths encoded, their features): a batch in one pass, or file by file when one of them fails
     to decode past the probe; those failures are added to ``bad``."""
     try:
-        return batch, model.encode_frames(batch, len(batch), progress=False, infos=infos)
+        return batch, encode(batch, len(batch), progress=False, infos=infos, root=root)
     except UnreadableVideoError:
         pass
     encoded, parts = [], []
     for path in batch:
         try:
-            parts.append(model.encode_frames([path], 1, progress=False, infos=infos))
+            parts.append(encode([path], 1, progress=False, infos=infos, root=root))
             encoded.append(path)
         except UnreadableVideoError as err:
             bad.update(err.reasons)

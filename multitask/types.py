@@ -32,3 +32,11 @@ class EvalResult:
     num_samples: int  # queries / videos / questions scored
     predictions: list[dict] = field(default_factory=list)
     similarity: Similarity | None = None
+
+
+@dataclass
+class FrameFeatures:
+    """Per-frame features of a set of videos, before pooling and EMCL (what search ranks)."""
+    ids: list[str]
+    frames: torch.Tensor  # (N, T, D)
+    mask: torch.Tensor  # (N, T)

@@ -55,6 +55,31 @@ def probe_video(path: str | os.PathLike) -> VideoInfo | str:
     return VideoInfo(num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]), fps=fps)
 
 
+class UnreadableVideoError(ValueError):
+    """Some input videos are missing or cannot be decoded; ``reasons`` maps each to why, as the message lists."""
+
+    def __init__(self, reasons: dict[str, str], total: int) -> None:
+        self.reasons = reasons
+        listing = "\n".join(f"  {p}: {reason}" for p, reason in reasons.items())
+        super().__init__(f"{len(reasons)} of {total} videos cannot be read:\n{listing}")
+
+
+def probe_all(paths: list[str]) -> tuple[dict[str, VideoInfo], dict[str, str]]:
+    """(info of readable videos, reason for each unreadable one)."""
+    results = {p: probe_video(p) for p in paths}
+    return ({p: r for p, r in results.items() if isinstance(r, VideoInfo)},
+            {p: r for p, r in results.items() if not isinstance(r, VideoInfo)})
+
+
+def require_readable(paths: list[str]) -> dict[str, VideoInfo]:
+    if not paths:
+        raise ValueError("no video paths given")
+    good, bad = probe_all(paths)
+    if bad:
+        raise UnreadableVideoError(bad, len(paths))
+    return good
+
+
 def error_summary(err: BaseException, width: int = 120) -> str:
     """``Type: first line of the message``, cut to ``width`` characters: decoder errors run long."""
     lines = str(err).splitlines()

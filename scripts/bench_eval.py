@@ -25,16 +25,16 @@ from itertools import cycle, islice, product
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from multitask.types import TaskData
 from multitask.data.synthetic_words import COLOUR_WORDS, DIRECTIONS, MOTION_PATHS, SHAPE_WORDS
-from multitask.evaluation import encode_texts, encode_videos
-from tasks import build_task
-from tasks.retrieval import RetrievalHead, RetrievalTask, blockwise_similarity, dsl_temperature, retrieval_report
+from multitask.encoding import encode_texts, encode_videos
+from multitask.engine import compose_config
+from multitask.metrics import dsl_temperature, retrieval_report
+from multitask.similarity import VideoTextScorer
+from multitask.task import Task, build_task
+from multitask.types import TaskData
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NUM_FRAMES = 12
 PHASES = ("encode videos", "encode texts", "similarity (EMCL)", "metrics")
 POST_ENCODE = ("similarity (EMCL)", "metrics")
@@ -68,20 +68,9 @@ class RandomClips(Dataset):
         return [f"clip{i}" for i in range(self.size)]
 
 
-def framework_config(num_frames: int = NUM_FRAMES) -> dict:
-    """The retrieval run's config as train.py composes it by default, with data.num_frames overridden."""
-    train = OmegaConf.load(CONFIGS / "train.yaml")
-    cfg = OmegaConf.create({"task": OmegaConf.load(CONFIGS / "task" / "retrieval.yaml"),
-                            "model": OmegaConf.load(CONFIGS / "model" / "tiny.yaml"),
-                            "data": OmegaConf.load(CONFIGS / "data" / "synthetic.yaml"),
-                            "trainer": train.trainer, "eval": train.eval, "seed": train.seed})
-    cfg.data.num_frames = num_frames
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def build(size: int, num_frames: int = NUM_FRAMES) -> tuple[RetrievalTask, TaskData, dict]:
-    """(the task in eval mode, its test data of ``size`` random clips, the eval config group)."""
-    cfg = framework_config(num_frames)
+def build(size: int, num_frames: int = NUM_FRAMES) -> tuple[Task, TaskData, dict]:
+    """(the default retrieval task in eval mode, its test data of ``size`` random clips, the eval config group)."""
+    cfg = compose_config([f"data.num_frames={num_frames}"])
     torch.manual_seed(cfg["seed"])
     task = build_task(cfg).eval()
     clips = RandomClips(size, num_frames, cfg["data"]["image_size"])
@@ -96,7 +85,7 @@ def timed(times: dict[str, float], name: str) -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate_phases(task: RetrievalTask, data: TaskData, eval_cfg: dict) -> tuple[dict[str, float], dict]:
+def evaluate_phases(task: Task, data: TaskData, eval_cfg: dict) -> tuple[dict[str, float], dict]:
     """RetrievalTask.evaluate's steps one by one on the CPU: (seconds per phase, 'other' and 'total'; metrics)."""
     device, batch_size, times = torch.device("cpu"), eval_cfg["batch_size"], {}
     start = time.perf_counter()
@@ -104,23 +93,24 @@ def evaluate_phases(task: RetrievalTask, data: TaskData, eval_cfg: dict) -> tupl
         frames, mask = encode_videos(task.backbone, data.test, device, batch_size)  # (V, T, D), (V, T)
     with timed(times, "encode texts"):
         texts, counts = data.test.captions()
-        text = encode_texts(task.backbone, texts, device, batch_size)  # (Q, D)
+        text = encode_texts(task.backbone, texts, batch_size)  # (Q, D)
     with timed(times, "similarity (EMCL)"):
-        sim = blockwise_similarity(task.head, text, frames, mask, eval_cfg["block_size"]).cpu()  # (Q, V)
+        sim = task.scorer.blockwise(text, frames, mask, eval_cfg["block_size"]).cpu()  # (Q, V)
     with timed(times, "metrics"):
         dsl = dsl_temperature(eval_cfg, float(task.backbone.logit_scale()))
-        metrics = retrieval_report(sim, counts, eval_cfg.get("inverted_softmax", False), data.attributes, dsl)
+        metrics = retrieval_report(sim, counts, eval_cfg["inverted_softmax"], data.attributes, dsl)
     times["total"] = time.perf_counter() - start
     times["other"] = times["total"] - sum(times[p] for p in PHASES)
-    times["similarity without EMCL"] = _similarity_seconds(RetrievalHead(None), text, frames, mask, eval_cfg)
+    without = VideoTextScorer(None, task.scorer.pooling, task.scorer.reference_compat)
+    times["similarity without EMCL"] = _similarity_seconds(without, text, frames, mask, eval_cfg)
     return times, metrics
 
 
-def _similarity_seconds(head: RetrievalHead, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
+def _similarity_seconds(scorer: VideoTextScorer, text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
                         eval_cfg: dict) -> float:
     """Seconds of the blockwise similarity with ``head`` (EMCL's share: compare with the phase's time)."""
     start = time.perf_counter()
-    blockwise_similarity(head, text, frames, mask, eval_cfg["block_size"])
+    scorer.blockwise(text, frames, mask, eval_cfg["block_size"])
     return time.perf_counter() - start
 
 
@@ -135,7 +125,7 @@ def run(quick: bool, size: int = 1000, num_frames: int = NUM_FRAMES) -> dict:
            "threads": torch.get_num_threads(), "quick": quick}
     if not quick:
         start = time.perf_counter()
-        metrics = task.evaluate(data, torch.device("cpu"), eval_cfg).metrics
+        metrics = task.evaluate(data, torch.device("cpu"), eval_cfg, num_workers=0).metrics
         out["evaluate_seconds"] = time.perf_counter() - start
         out["evaluate_matches_phases"] = same_metrics(metrics, passes[0][1])
     return out

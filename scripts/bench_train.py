@@ -30,27 +30,22 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from multitask.engine import Loop, Run, make_accelerator, train_one_epoch  # noqa: E402
+from multitask.engine import compose_config, make_accelerator  # noqa: E402
 from multitask.optim import build_optimizer, build_scheduler  # noqa: E402
 from multitask.runlog import MetricsLog  # noqa: E402
-from tasks import build_task  # noqa: E402
+from multitask.task import build_task  # noqa: E402
+from multitask.training import Loop, Training, train_one_epoch  # noqa: E402
 
 
 def default_conf(batch_size: int, chunks: int = 1, freeze: bool = False) -> dict:
-    """The default run's resolved settings (configs/), at ``batch_size``; no checkpoints or evaluation."""
-    conf = {k: OmegaConf.to_container(OmegaConf.load(REPO / "configs" / f"{k}.yaml"))
-            for k in ("train", "model/tiny", "data/synthetic", "task/retrieval")}
-    trainer = {**conf["train"]["trainer"], "batch_size": batch_size, "save_every": None, "eval_every": None,
-               "contrastive_chunks": chunks}
-    model = {**conf["model/tiny"], "freeze_backbone": freeze}
-    return {"trainer": trainer, "model": model, "data": conf["data/synthetic"], "task": conf["task/retrieval"],
-            "seed": 0}
+    """The default run's resolved config (configs/), at ``batch_size``; no checkpoints or evaluation."""
+    return compose_config([f"trainer.batch_size={batch_size}", "trainer.save_every=null", "trainer.eval_every=null",
+                           f"trainer.contrastive_chunks={chunks}", f"model.freeze_backbone={str(freeze).lower()}"])
 
 
 def make_batch(conf: dict) -> dict:
@@ -79,20 +74,20 @@ def optim(task: torch.nn.Module, trainer: dict) -> tuple:
     return optimizer, build_scheduler(optimizer, 10**6, trainer["warmup_ratio"])
 
 
-def framework_run(conf: dict, task: torch.nn.Module, batch: dict, steps: int, log_dir: Path) -> Run:
+def framework_run(conf: dict, task: torch.nn.Module, batch: dict, steps: int, log_dir: Path) -> Training:
     accelerator = make_accelerator(conf["trainer"])
     optimizer, scheduler = optim(task, conf["trainer"])
     task, optimizer, scheduler = accelerator.prepare(task, optimizer, scheduler)
     log = MetricsLog(log_dir / "metrics.jsonl", True)
-    return Run(conf, accelerator, task, None, optimizer, scheduler, Repeat(batch, steps), log, Loop(), 10**9)
+    return Training(conf, accelerator, task, None, optimizer, scheduler, Repeat(batch, steps), log, Loop(), 10**9)
 
 
-def time_framework(run: Run) -> float:
+def time_framework(training: Training) -> float:
     """Seconds per step over one pass of the stand-in loader."""
     start = time.perf_counter()
     with tqdm(disable=True) as bar:
-        train_one_epoch(run, bar)
-    return (time.perf_counter() - start) / run.loader.n
+        train_one_epoch(training, bar)
+    return (time.perf_counter() - start) / training.loader.n
 
 
 def time_bare(task: torch.nn.Module, batch: dict, optimizer, scheduler, steps: int, clip: float) -> float:

@@ -92,7 +92,7 @@ def main() -> None:
         conf = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
     conf["data"]["feature_cache"] = None  # read the videos themselves
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    backbone = build_backbone(conf["model"], conf["data"]).eval().to(device)
+    backbone = build_backbone(conf["model"], conf["data"], chunks=1).eval().to(device)
     items = run_items(conf)
     size = conf["data"]["image_size"]
     settings = {"num_frames": conf["data"]["num_frames"], "image_size": size, "clip": conf["model"]["clip"],

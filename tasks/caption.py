@@ -1,5 +1,5 @@
 """Video captioning: a GPT-2 decoder (transformers) cross-attending to the video tokens, with EMCL
-between the video feature and the ground-truth caption's CLIP text feature (DESIGN.md section 4)."""
+between the video feature and the ground-truth caption's CLIP text feature (docs/architecture.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,20 +10,21 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from multitask.backbone import VideoTextBackbone, masked_mean
-from multitask.caption_tokenizer import BOS, EOS, FILE_NAME, PAD, CaptionTokenizer
-from multitask.types import EvalResult, TaskData
+from multitask.caption_tokenizer import BOS, EOS, FILE_NAME, PAD, CaptionTokenizer, train_tokenizer
 from multitask.dist import broadcast_object, gather_objects, rank, world_size
 from multitask.emcl import EMCL
-from multitask.evaluation import encode_videos, shard
+from multitask.encoding import encode_videos, shard
+from multitask.losses import global_mean_cross_entropy, paired_emcl
 from multitask.metrics import caption_metrics
-from tasks.paired import global_mean_cross_entropy, paired_emcl
+from multitask.task import Shared, Task, register_task
+from multitask.types import EvalResult, TaskData
 
 
 class CaptionDecoder(nn.Module):
     """GPT-2 with cross-attention over video tokens projected to the decoder width."""
 
-    def __init__(self, vocab_size: int, memory_dim: int, width: int = 256, layers: int = 3, heads: int = 4,
-                 max_length: int = 32, dropout: float = 0.1) -> None:
+    def __init__(self, vocab_size: int, memory_dim: int, width: int, layers: int, heads: int, max_length: int,
+                 dropout: float) -> None:
         super().__init__()
         self.memory = nn.Sequential(nn.Linear(memory_dim, width), nn.LayerNorm(width))
         config = GPT2Config(vocab_size=vocab_size, n_positions=max_length, n_embd=width, n_layer=layers, n_head=heads,
@@ -48,19 +49,19 @@ class CaptionDecoder(nn.Module):
                                  use_cache=True, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
 
 
-class CaptionTask(nn.Module):
+class CaptionTask(Task):
     """Teacher-forced cross-entropy on the decoder, plus (with EMCL) an InfoNCE between the
     reconstructed video and caption features weighted by ``emcl_loss_weight``. The decoder reads the
     frame tokens and the (reconstructed) video token."""
 
     name = "caption"
-    heads = ("caption",)  # what multitask.load users may ask of it
+    serves = ("caption",)
 
     def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None, tokenizer: CaptionTokenizer,
-                 decoder: CaptionDecoder, emcl_loss_weight: float = 1.0, label_smoothing: float = 0.1,
-                 num_beams: int = 3, max_length: int = 32) -> None:
-        super().__init__()
-        self.backbone, self.emcl, self.tokenizer, self.decoder = backbone, emcl, tokenizer, decoder
+                 decoder: CaptionDecoder, emcl_loss_weight: float, label_smoothing: float, num_beams: int,
+                 max_length: int) -> None:
+        super().__init__(backbone, emcl)
+        self.tokenizer, self.decoder = tokenizer, decoder
         self.emcl_loss_weight, self.label_smoothing = emcl_loss_weight, label_smoothing
         self.num_beams, self.max_length = num_beams, max_length
 
@@ -79,7 +80,7 @@ class CaptionTask(nn.Module):
         video = masked_mean(frames, batch["video_mask"])  # (b, D)
         terms: dict[str, torch.Tensor] = {}
         if self.emcl is not None:
-            text = self.backbone.encode_text(self.backbone.tokenize(batch["text"]).to(device))  # (b, D)
+            text = self.backbone.encode_strings(batch["text"])  # (b, D)
             video, _, contrastive = paired_emcl(self.emcl, video.float(), text.float(), self.backbone.logit_scale())
             terms["contrastive_loss"] = self.emcl_loss_weight * contrastive
         tokens = self.tokenizer.encode(batch["text"], self.max_length).to(device)  # (b, L)
@@ -97,6 +98,12 @@ class CaptionTask(nn.Module):
         return torch.cat([self.emcl(video[i: i + block_size]) for i in range(0, video.shape[0], block_size)])
 
     @torch.no_grad()
+    def caption_frames(self, frames: torch.Tensor, mask: torch.Tensor, block_size: int, batch_size: int) -> list[str]:
+        """Captions for (N, T, D) frame features and (N, T) masks: the video tokens (EMCL per block of
+        ``block_size`` videos), then generation in batches."""
+        return self.generate(frames, mask, self.video_features(frames, mask, block_size), batch_size)
+
+    @torch.no_grad()
     def generate(self, frames: torch.Tensor, mask: torch.Tensor, video: torch.Tensor, batch_size: int) -> list[str]:
         """Captions for (N, T, D) frames, (N, T) masks and (N, D) video tokens, in batches."""
         texts = []
@@ -106,7 +113,7 @@ class CaptionTask(nn.Module):
         return texts
 
     @torch.no_grad()
-    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0) -> EvalResult:
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int) -> EvalResult:
         """Caption every test video (each rank a shard), score against all its references on rank 0."""
         frames, mask = encode_videos(self.backbone, data.test, device, eval_cfg["batch_size"], num_workers)
         video = self.video_features(frames, mask, eval_cfg["block_size"])  # (V, D), same on every rank
@@ -118,3 +125,26 @@ class CaptionTask(nn.Module):
         metrics = caption_metrics(dict(zip(ids, texts)), dict(zip(ids, captions))) if rank() == 0 else None
         predictions = [{"image_id": v, "caption": t} for v, t in zip(ids, texts)]
         return EvalResult(broadcast_object(metrics), len(ids), predictions)
+
+
+def caption_tokenizer(task_cfg: dict, data: TaskData | None, assets: Path | None) -> CaptionTokenizer:
+    """From the checkpoint, else ``task.tokenizer``, else trained on the training captions on rank 0."""
+    if assets is not None and (Path(assets) / FILE_NAME).is_file():
+        return CaptionTokenizer.load(Path(assets) / FILE_NAME)
+    if task_cfg["tokenizer"]:
+        return CaptionTokenizer.load(task_cfg["tokenizer"])
+    if data is None:
+        raise ValueError("task=caption needs a tokenizer: a checkpoint holding one, task.tokenizer, or training data")
+    proto = train_tokenizer(data.train.captions()[0], task_cfg["vocab_size"]) if rank() == 0 else None
+    return CaptionTokenizer(broadcast_object(proto))
+
+
+@register_task("caption")
+def build_caption(cfg: dict, data: TaskData | None, assets: Path | None, shared: Shared) -> CaptionTask:
+    task = cfg["task"]
+    tokenizer = caption_tokenizer(task, data, assets)
+    backbone, emcl = shared
+    decoder = CaptionDecoder(tokenizer.vocab_size, backbone.embed_dim, max_length=task["max_length"], **task["decoder"])
+    return CaptionTask(backbone, emcl, tokenizer, decoder, emcl_loss_weight=task["emcl_loss_weight"],
+                       label_smoothing=task["label_smoothing"], num_beams=task["num_beams"],
+                       max_length=task["max_length"])

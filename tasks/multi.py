@@ -12,22 +12,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from multitask.task import Shared, Task, build_task, register_task
 from multitask.types import EvalResult, TaskData
 
+HEADS = ("retrieval", "caption", "qa")
 
-class MultiTask(nn.Module):
+
+class MultiTask(Task):
     name = "multi"
-    heads = ("retrieval", "caption", "qa")
+    serves = HEADS
 
-    def __init__(self, tasks: dict[str, nn.Module], weights: dict[str, float]) -> None:
-        super().__init__()
-        self.tasks = nn.ModuleDict(tasks)
-        self.weights = {name: float(weights.get(name, 1.0)) for name in tasks}
+    def __init__(self, tasks: dict[str, Task], weights: dict[str, float]) -> None:
         first = next(iter(tasks.values()))
-        self.backbone = first.backbone  # shared by every head
+        super().__init__(first.backbone, first.emcl)  # shared by every head
+        self.tasks = nn.ModuleDict(tasks)
+        self.weights = {name: float(weights[name]) for name in tasks}
 
-    def part(self, name: str) -> nn.Module:
-        return self.tasks[name]
+    def serving(self, head: str) -> Task:
+        if head == self.name:
+            return self
+        super().serving(head)  # raises for a head it does not have
+        return self.tasks[head]
 
     def save_assets(self, folder: Path) -> None:
         for task in self.tasks.values():
@@ -41,7 +46,7 @@ class MultiTask(nn.Module):
         return {"loss": weight * terms["loss"], **out}
 
     @torch.no_grad()
-    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0) -> EvalResult:
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int) -> EvalResult:
         """Every head on its own data and protocol; metric names prefixed with the head's."""
         results = {name: self.tasks[name].evaluate(part, device, eval_cfg, num_workers)
                    for name, part in data.parts.items()}
@@ -49,3 +54,11 @@ class MultiTask(nn.Module):
         predictions = [{"task": name, **record} for name, r in results.items() for record in r.predictions]
         similarity = results["retrieval"].similarity if "retrieval" in results else None
         return EvalResult(metrics, sum(r.num_samples for r in results.values()), predictions, similarity)
+
+
+@register_task("multi")
+def build_multi(cfg: dict, data: TaskData | None, assets: Path | None, shared: Shared) -> MultiTask:
+    """One backbone and one EMCL for the three heads; ``task.<head>`` holds each head's settings."""
+    heads = {name: build_task({**cfg, "task": cfg["task"][name]}, data.parts[name] if data else None, assets, shared)
+             for name in HEADS}
+    return MultiTask(heads, cfg["task"]["weights"])

@@ -1,5 +1,5 @@
 """Video question answering (MSRVTT-QA): classify over an answer vocabulary from the video and the
-question (CLIP text tower), with EMCL on [video; question] (DESIGN.md section 4)."""
+question (CLIP text tower), with EMCL on [video; question] (docs/architecture.md)."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from multitask.backbone import VideoTextBackbone, masked_mean
-from multitask.types import EvalResult, TaskData
 from multitask.emcl import EMCL
-from multitask.evaluation import encode_texts, encode_videos
+from multitask.encoding import encode_texts, encode_videos
+from multitask.losses import global_mean_cross_entropy, paired_emcl
 from multitask.metrics import qa_metrics
-from tasks.paired import global_mean_cross_entropy, paired_emcl
+from multitask.task import Shared, Task, register_task
+from multitask.types import EvalResult, TaskData
 
 ANSWERS_FILE = "answers.json"
 UNKNOWN = -100  # target of a training answer outside the vocabulary: not counted in the loss
@@ -40,8 +41,7 @@ class AnswerClassifier(nn.Module):
     """Project video and question, concatenate, MLP over the answers (reference: 2048-d projections,
     an 8192-d hidden layer)."""
 
-    def __init__(self, embed_dim: int, num_answers: int, proj_dim: int = 2048, hidden_dim: int = 8192,
-                 dropout: float = 0.1) -> None:
+    def __init__(self, embed_dim: int, num_answers: int, proj_dim: int, hidden_dim: int, dropout: float) -> None:
         super().__init__()
         self.video, self.question = nn.Linear(embed_dim, proj_dim), nn.Linear(embed_dim, proj_dim)
         self.mlp = nn.Sequential(nn.Linear(2 * proj_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout),
@@ -52,19 +52,18 @@ class AnswerClassifier(nn.Module):
         return self.mlp(torch.cat([self.video(video), self.question(question)], dim=-1))
 
 
-class QATask(nn.Module):
+class QATask(Task):
     """Answer cross-entropy, plus (with EMCL) an InfoNCE between reconstructed video and question
     features weighted by ``emcl_loss_weight``; ``emcl_features_to_classifier`` also classifies from the
     reconstructed features (at evaluation EMCL then runs on fixed blocks of (video, question) pairs)."""
 
     name = "qa"
-    heads = ("qa",)  # what multitask.load users may ask of it
+    serves = ("qa",)
 
     def __init__(self, backbone: VideoTextBackbone, emcl: EMCL | None, answers: list[str],
-                 classifier: AnswerClassifier, emcl_loss_weight: float = 0.5,
-                 emcl_features_to_classifier: bool = False) -> None:
-        super().__init__()
-        self.backbone, self.emcl, self.classifier = backbone, emcl, classifier
+                 classifier: AnswerClassifier, emcl_loss_weight: float, emcl_features_to_classifier: bool) -> None:
+        super().__init__(backbone, emcl)
+        self.classifier = classifier
         self.answers, self.index = answers, {a: i for i, a in enumerate(answers)}
         self.emcl_loss_weight, self.emcl_features_to_classifier = emcl_loss_weight, emcl_features_to_classifier
 
@@ -77,7 +76,7 @@ class QATask(nn.Module):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         device = batch["video"].device
         video = self.backbone.encode_video(batch["video"], batch["video_mask"]).float()  # (b, D)
-        question = self.backbone.encode_text(self.backbone.tokenize(batch["question"]).to(device)).float()  # (b, D)
+        question = self.backbone.encode_strings(batch["question"]).float()  # (b, D)
         terms: dict[str, torch.Tensor] = {}
         if self.emcl is not None:
             rec_video, rec_question, contrastive = paired_emcl(self.emcl, video, question,
@@ -96,20 +95,19 @@ class QATask(nn.Module):
         for i in range(0, video.shape[0], block_size):
             v, q = video[i: i + block_size], question[i: i + block_size]
             if self.emcl is not None and self.emcl_features_to_classifier:
-                rec = self.emcl(torch.cat([v, q]))  # (2n, D)
-                v, q = rec[: v.shape[0]], rec[v.shape[0]:]
+                v, q = self.emcl.joint(v, q)
             out.append(self.classifier(v, q))
         return torch.cat(out)
 
     @torch.no_grad()
-    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int = 0) -> EvalResult:
+    def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int) -> EvalResult:
         """Encode each test video once and every question, classify, score the top answers."""
         rows = data.test.rows
         videos = data.test.videos()
         frames, mask = encode_videos(self.backbone, videos, device, eval_cfg["batch_size"], num_workers)
         position = {v: i for i, v in enumerate(videos.video_ids())}
         video = masked_mean(frames, mask)[[position[v] for v in rows["video_id"]]]  # (Q, D)
-        question = encode_texts(self.backbone, list(rows["question"]), device, eval_cfg["batch_size"])  # (Q, D)
+        question = encode_texts(self.backbone, list(rows["question"]), eval_cfg["batch_size"])  # (Q, D)
         top = self.logits(video, question, eval_cfg["block_size"]).topk(min(5, len(self.answers)), dim=-1).indices
         ranked = [[self.answers[i] for i in row] for row in top.tolist()]
         truth, kinds = list(rows["answer"]), list(rows["category"])
@@ -117,3 +115,22 @@ class QATask(nn.Module):
                         "category": k} for q, v, text, r, a, k in
                        zip(rows["question_id"], rows["video_id"], rows["question"], ranked, truth, kinds)]
         return EvalResult(qa_metrics(ranked, truth, kinds), len(truth), predictions)
+
+
+def qa_answers(task_cfg: dict, data: TaskData | None, assets: Path | None) -> list[str]:
+    """From the checkpoint, else the ``task.num_answers`` most frequent training answers."""
+    if assets is not None and (Path(assets) / ANSWERS_FILE).is_file():
+        return load_answers(Path(assets) / ANSWERS_FILE)
+    if data is None:
+        raise ValueError("task=qa needs an answer vocabulary: a checkpoint holding one, or training data")
+    return answer_vocabulary(list(data.train.rows["answer"]), task_cfg["num_answers"])
+
+
+@register_task("qa")
+def build_qa(cfg: dict, data: TaskData | None, assets: Path | None, shared: Shared) -> QATask:
+    task = cfg["task"]
+    answers = qa_answers(task, data, assets)
+    backbone, emcl = shared
+    classifier = AnswerClassifier(backbone.embed_dim, len(answers), **task["classifier"])
+    return QATask(backbone, emcl, answers, classifier, emcl_loss_weight=task["emcl_loss_weight"],
+                  emcl_features_to_classifier=task["emcl_features_to_classifier"])

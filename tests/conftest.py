@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 from accelerate.state import AcceleratorState
+from omegaconf import OmegaConf
 
+from multitask.backbone import VideoTextBackbone
 from multitask.data.synthetic import generate_synthetic
+from multitask.engine import compose_config
 
 TINY = dict(num_train=40, num_val=4, num_test=24, num_retrieval_test=16, min_frames=6, max_frames=12)
 
@@ -36,8 +39,29 @@ def _fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
+def compose(*overrides: str) -> dict:
+    """The resolved config train.py would run with these overrides (the defaults live in configs/ only)."""
+    return compose_config(list(overrides))
+
+
+def full_config(partial: dict, *overrides: str) -> dict:
+    """``partial`` (nested dicts) merged over the composed config of its ``task.name`` and ``overrides``."""
+    name = partial.get("task", {}).get("name", "retrieval")
+    return OmegaConf.to_container(OmegaConf.merge(compose(f"task={name}", *overrides), partial))
+
+
+TINY_BACKBONE = dict(clip="emcl-tiny", pretrained=None, temporal="mean", temporal_layers=1, temporal_width=32,
+                     pooling="mean", quick_gelu=None, reference_compat=False, freeze_backbone=False, max_words=16,
+                     num_frames=4, image_size=64, chunks=1)
+
+
+def tiny_backbone(**overrides) -> VideoTextBackbone:
+    """A small backbone for unit tests: 4 frames of 64 px, 16 words, mean temporal module and pooling."""
+    return VideoTextBackbone(**{**TINY_BACKBONE, **overrides})
+
+
 REPO = Path(__file__).resolve().parents[1]
-GEN = "+data.generator={num_train:40,num_val:4,num_test:24,num_retrieval_test:16,min_frames:6,max_frames:12}"
+GEN = "data.generator={num_train:40,num_val:4,num_test:24,num_retrieval_test:16,min_frames:6,max_frames:12}"
 
 
 def run_train(*overrides: str) -> subprocess.CompletedProcess:

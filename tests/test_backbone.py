@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import tiny_backbone
 from safetensors.torch import save_file
 
 from multitask.backbone import VideoTextBackbone, masked_mean, text_conditioned_pool
@@ -9,7 +10,7 @@ from multitask.temporal import SpaceTimeTemporal, TransformerTemporal
 
 def tiny(**kw) -> VideoTextBackbone:
     torch.manual_seed(0)
-    return VideoTextBackbone(clip="emcl-tiny", max_words=16, num_frames=4, **kw)
+    return tiny_backbone(**kw)
 
 
 @pytest.mark.parametrize("temporal", ["mean", "transformer", "spacetime"])
@@ -67,7 +68,7 @@ def test_pretrained_from_file_path(tmp_path):
     save_file({k: v.contiguous() for k, v in source.clip.state_dict().items()}, str(path))
     torch.save(source.clip.state_dict(), tmp_path / "weights.pt")
     for file in (path, tmp_path / "weights.pt"):
-        loaded = VideoTextBackbone(clip="emcl-tiny", pretrained=str(file), max_words=16, num_frames=4)
+        loaded = tiny_backbone(pretrained=str(file))
         for (name, a), b in zip(source.clip.state_dict().items(), loaded.clip.state_dict().values()):
             assert torch.equal(a, b), name
 
@@ -93,7 +94,7 @@ def test_unknown_names_list_known_ones():
     with pytest.raises(ValueError, match="known: mean, text_conditioned"):
         tiny(pooling="max")
     with pytest.raises(ValueError, match="open_clip knows"):
-        VideoTextBackbone(clip="ViT-Z-99")
+        tiny_backbone(clip="ViT-Z-99")
     with pytest.raises(FileNotFoundError, match="neither a file nor an open_clip tag"):
         tiny(pretrained="/no/such/file.pt")
 

@@ -1,6 +1,7 @@
 """The benchmark scripts scripts/bench_emcl.py, bench_eval.py and bench_train.py, on tiny sizes."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -71,8 +72,13 @@ def test_emcl_json_has_the_headline_keys(monkeypatch, tmp_path):
     bench_emcl.main(["--quick", "--json", str(tmp_path / "emcl.json")])
     result = json.loads((tmp_path / "emcl.json").read_text())
     assert {"time_over_floor", "growth_exponent_n", "growth_exponent_d", "growth_exponent_k"} <= set(result)
-    assert result["time_over_floor"] > 0 and math.isfinite(result["growth_exponent_n"])
     assert sorted(r["n"] for r in result["rows"] if (r["d"], r["k"]) == (16, 4)) == [16, 32, 64]
+    headline = next(r for r in result["rows"] if (r["n"], r["d"], r["k"]) == (32, 16, 4))
+    assert result["time_over_floor"] == pytest.approx(headline["eval_ms"] / headline["floor_ms"])  # the table's ratio
+    assert headline["eval_ratio"] == pytest.approx(result["time_over_floor"])
+    rows_n = [r for r in result["rows"] if (r["d"], r["k"]) == (16, 4)]
+    assert result["growth_exponent_n"] == pytest.approx(bench_emcl.growth_exponent(
+        [r["n"] for r in rows_n], [r["eval_ms"] for r in rows_n]))
 
 
 def test_eval_phases_add_up_and_json_has_the_headline(tmp_path):
@@ -91,17 +97,22 @@ def test_eval_phases_give_the_metrics_of_task_evaluate():
     assert data.test.num_frames == 12 and data.test[3]["video"].shape == (12, 3, 64, 64)
     _, metrics = bench_eval.evaluate_phases(task, data, eval_cfg)
     assert {"t2v_is/R@1", "probe/shape"} <= set(metrics)
-    assert bench_eval.same_metrics(metrics, task.evaluate(data, torch.device("cpu"), eval_cfg).metrics)
+    assert bench_eval.same_metrics(metrics, task.evaluate(data, torch.device("cpu"), eval_cfg, 0).metrics)
 
 
-def test_train_bench_steps_the_framework_loop(tmp_path):
+def test_train_bench_compares_like_with_like(tmp_path):
+    """The framework loop and the bare loop it is timed against make the same updates from the same start."""
     conf = bench_train.default_conf(batch_size=4)
-    task, batch = bench_train.build_task(conf).train(), bench_train.make_batch(conf)
-    run = bench_train.framework_run(conf, task, batch, steps=3, log_dir=tmp_path)
-    before = [p.detach().clone() for p in task.parameters() if p.requires_grad]
-    assert bench_train.time_framework(run) > 0
-    assert run.loop.step == 3 and run.loop.epoch == 1  # the engine's own loop ran every step
-    after = [p for p in task.parameters() if p.requires_grad]
-    assert any(not torch.equal(a, b) for a, b in zip(after, before))
-    optimizer, scheduler = bench_train.optim(task, conf["trainer"])
-    assert bench_train.time_bare(task, batch, optimizer, scheduler, 1, 1.0) > 0
+    batch = bench_train.make_batch(conf)
+    torch.manual_seed(0)
+    framework = bench_train.build_task(conf).train()
+    bare = copy.deepcopy(framework)
+    initial = [p.detach().clone() for p in framework.parameters()]
+    training = bench_train.framework_run(conf, framework, batch, steps=2, log_dir=tmp_path)
+    assert math.isfinite(bench_train.time_framework(training))
+    assert training.loop.step == 2 and training.loop.epoch == 1  # the engine's own loop ran every step
+    optimizer, scheduler = bench_train.optim(bare, conf["trainer"])
+    assert math.isfinite(bench_train.time_bare(bare, batch, optimizer, scheduler, 2, conf["trainer"]["grad_clip"]))
+    for (name, a), b in zip(framework.named_parameters(), bare.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert any(not torch.allclose(a, b) for a, b in zip(framework.parameters(), initial))  # and they did train

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import full_config
 import torch
 
 from multitask import java
 from multitask.caption_tokenizer import BOS, EOS, PAD, CaptionTokenizer, train_tokenizer
 from multitask.data.msrvtt import caption_tables
-from tasks import build_task
+from multitask.task import build_task
 from tasks.caption import CaptionDecoder
 
 CAPTIONS = ["a red circle moves to the left", "a blue square slides up", "the green star goes down",
@@ -112,7 +113,7 @@ def batch(size: int = 4) -> dict:
 
 def test_forward_terms_gradients_and_base_model(tokenizer_file):
     torch.manual_seed(0)
-    task = build_task(caption_cfg(tokenizer_file)).train()
+    task = build_task(full_config(caption_cfg(tokenizer_file))).train()
     out = task(batch())
     assert set(out) == {"loss", "caption_loss", "contrastive_loss"}
     assert torch.allclose(out["loss"], out["caption_loss"] + out["contrastive_loss"])
@@ -120,13 +121,13 @@ def test_forward_terms_gradients_and_base_model(tokenizer_file):
     assert task.backbone.clip.visual.conv1.weight.grad.abs().sum() > 0
     assert task.backbone.clip.transformer.resblocks[0].mlp.c_fc.weight.grad.abs().sum() > 0  # text tower via EMCL
     assert task.decoder.gpt.transformer.h[0].crossattention.c_attn.weight.grad.abs().sum() > 0
-    base = build_task(caption_cfg(tokenizer_file, emcl=False))
+    base = build_task(full_config(caption_cfg(tokenizer_file, emcl=False)))
     assert base.emcl is None and set(base(batch())) == {"loss", "caption_loss"}
 
 
 def test_greedy_generation_equals_an_argmax_loop():
     torch.manual_seed(0)
-    decoder = CaptionDecoder(vocab_size=20, memory_dim=16, width=32, layers=2, heads=2, max_length=8).eval()
+    decoder = CaptionDecoder(vocab_size=20, memory_dim=16, width=32, layers=2, heads=2, max_length=8, dropout=0.1).eval()
     memory, mask = torch.randn(3, 5, 16), torch.ones(3, 5, dtype=torch.long)
     mask[1, 3:] = 0
     fast = decoder.generate(memory, mask, num_beams=1)
@@ -143,7 +144,7 @@ def test_greedy_generation_equals_an_argmax_loop():
 
 
 def test_inference_emcl_uses_learned_mean_per_block(tokenizer_file):
-    task = build_task(caption_cfg(tokenizer_file)).eval()
+    task = build_task(full_config(caption_cfg(tokenizer_file))).eval()
     frames, mask = torch.randn(6, 4, task.backbone.embed_dim), torch.ones(6, 4, dtype=torch.long)
     whole = task.video_features(frames, mask, block_size=3)
     assert torch.allclose(whole[:3], task.video_features(frames[:3], mask[:3], block_size=3))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from multitask import checkpoint as ckpt
-from multitask.engine import check_finite
+from multitask.training import check_finite
 
 
 def stage(root, step):

@@ -6,13 +6,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import full_config
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from multitask.caption_tokenizer import CaptionTokenizer, train_tokenizer
 from multitask.emcl import EMCL
-from tasks import build_task
+from multitask.task import build_task
 
 CFG = {"task": {"name": "retrieval"},
        "data": {"max_words": 16, "num_frames": 4},
@@ -50,10 +51,10 @@ def build(kind: str, tmp: str) -> torch.nn.Module:
     """kind: retrieval-<pooling>, caption or qa; dropout off so every process draws the same."""
     torch.manual_seed(0)
     if kind.startswith("retrieval"):
-        return build_task({**CFG, "model": {**CFG["model"], "pooling": kind.split("-", 1)[1]}})
+        return build_task(full_config({**CFG, "model": {**CFG["model"], "pooling": kind.split("-", 1)[1]}}))
     if kind == "caption":
-        return build_task({**CFG, "task": {**CAPTION, "tokenizer": f"{tmp}/tokenizer.model"}})
-    return build_task({**CFG, "task": QA}, _Data())
+        return build_task(full_config({**CFG, "task": {**CAPTION, "tokenizer": f"{tmp}/tokenizer.model"}}))
+    return build_task(full_config({**CFG, "task": QA}), _Data())
 
 
 def step(rank: int, world: int, kind: str, tmp: str) -> dict:

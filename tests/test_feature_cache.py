@@ -20,10 +20,9 @@ from multitask.data.frame_cache import FrameCacheError
 from multitask.engine import check_feature_cache
 from multitask.video import load_clip, probe_video
 
-from conftest import GEN, REPO, run_train
+from conftest import GEN, REPO, compose, run_train
 
-MODEL = {"clip": "emcl-tiny", "temporal": "spacetime", "temporal_width": 32, "pooling": "mean",
-         "freeze_backbone": True}
+MODEL = {**compose()["model"], "freeze_backbone": True}  # the tiny model: spacetime readout, mean pooling
 DATA = {"max_words": 32, "num_frames": 4, "image_size": 32}
 SETTINGS = ["data.num_frames=4", "data.image_size=32", "model.freeze_backbone=true"]
 
@@ -34,7 +33,7 @@ def cached(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("features")
     torch.manual_seed(3)
     weights = base / "clip.pt"
-    torch.save(build_backbone({**MODEL, "freeze_backbone": False}, DATA).clip.state_dict(), weights)
+    torch.save(build_backbone({**MODEL, "freeze_backbone": False}, DATA, 1).clip.state_dict(), weights)
     common = [f"data.root={base / 'data'}", GEN, f"model.pretrained={weights}", *SETTINGS]
     cmd = [sys.executable, str(REPO / "scripts" / "cache_features.py"), str(base / "cache"), *common]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -47,7 +46,7 @@ def cached(tmp_path_factory) -> dict:
 
 def test_stored_features_are_the_towers_outputs(cached):
     base = cached["base"]
-    backbone = build_backbone({**MODEL, "pretrained": str(cached["weights"])}, DATA).eval()
+    backbone = build_backbone({**MODEL, "pretrained": str(cached["weights"])}, DATA, 1).eval()
     cache = FeatureCache(base / "cache", num_frames=4, image_size=32)
     for video_id in ["video0", "video7"]:
         path = str(base / "data" / "videos" / "all" / f"{video_id}.mp4")
@@ -91,7 +90,7 @@ def test_mismatched_caches_are_refused(cached, tmp_path):
     base, weights = cached["base"], cached["weights"]
     with pytest.raises(ValueError, match="needs model.freeze_backbone=true"):
         check_feature_cache(conf(base / "cache", weights, freeze_backbone=False), None)
-    other = _Task(build_backbone(MODEL, DATA))  # random weights, not the cached ones
+    other = _Task(build_backbone(MODEL, DATA, 1))  # random weights, not the cached ones
     with pytest.raises(FeatureCacheError, match="other CLIP weights.*cache_features.py"):
         check_feature_cache(conf(base / "cache", weights), other)
     with pytest.raises(FrameCacheError, match="num_frames=4, the run has data.num_frames=8.*cache_features.py"):

@@ -70,9 +70,13 @@ def test_single_task_evaluators_and_tools_load_the_multi_checkpoint(multi_run):
         assert single == pytest.approx({k.split("/", 1)[1]: v for k, v in multi.items() if k.startswith(task + "/")},
                                        abs=1e-9)
     model = multitask.load(checkpoint)
-    clip = multi_run / "data" / "videos" / "all" / "video44.mp4"
-    assert model.answer(str(clip), "what colour is the moving shape?") in model.task.tasks["qa"].answers
-    assert isinstance(model.caption([str(clip)])[0], str)
+    predictions = json.loads((multi_run / "run" / "predictions.json").read_text())
+    captions = [p for p in predictions if p["task"] == "caption"]  # the 24 test clips in evaluation order
+    clips = [str(multi_run / "data" / "videos" / "all" / f"{p['image_id']}.mp4") for p in captions]
+    assert model.caption(clips) == [p["caption"] for p in captions]  # same blocks of videos through EMCL
+    question = next(p for p in predictions if p["task"] == "qa")
+    clip = multi_run / "data" / "videos" / "all" / f"{question['video_id']}.mp4"
+    assert model.answer(str(clip), question["question"]) == question["prediction"]
 
 
 def test_plot_run_draws_curves_and_the_emcl_projection(multi_run):

@@ -1,5 +1,5 @@
 """Gradient caching (``trainer.contrastive_chunks``) gives the unchunked step's loss and gradients, and
-bf16 autocast keeps the EM iterations and the similarity matrices in float32 (issue 7)."""
+bf16 autocast keeps the EM iterations and the similarity matrices in float32."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import torch
 from multitask.caption_tokenizer import CaptionTokenizer, train_tokenizer
 from multitask.emcl import EMCL
 from multitask.engine import make_accelerator
-from tasks.retrieval import RetrievalHead
+from multitask.similarity import VideoTextScorer
 
 from test_distributed import ANSWERS, build, global_batch, step
 
@@ -54,15 +54,18 @@ def test_chunks_apply_only_when_training_with_gradient():
 def test_bad_chunk_count_is_refused():
     from multitask.backbone import build_backbone
 
+    from conftest import compose
+
+    TINY = compose()["model"]
     with pytest.raises(ValueError, match="contrastive_chunks must be >= 1"):
-        build_backbone({"clip": "emcl-tiny"}, {"max_words": 16, "num_frames": 4}, chunks=0)
+        build_backbone(TINY, {"max_words": 16, "num_frames": 4, "image_size": 64}, chunks=0)
 
 
 def test_emcl_and_similarity_stay_float32_under_bf16_autocast():
     g = torch.Generator().manual_seed(0)
     text, frames = torch.randn(6, 16, generator=g), torch.randn(5, 3, 16, generator=g)
     mask = torch.ones(5, 3, dtype=torch.long)
-    head = RetrievalHead(EMCL(num_bases=4).eval())
+    head = VideoTextScorer(EMCL(num_bases=4).eval(), "mean", reference_compat=False)
     reference = head(text, frames, mask)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert (text @ text.t()).dtype == torch.bfloat16  # autocast is on for plain matmuls here

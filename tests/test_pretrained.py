@@ -6,6 +6,8 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU
 
+from conftest import tiny_backbone
+
 from multitask.backbone import VideoTextBackbone
 from multitask.pretrained import weights_quick_gelu
 
@@ -27,7 +29,8 @@ def _features(model: torch.nn.Module, size: int) -> tuple[torch.Tensor, torch.Te
 
 
 def _load(path, clip: str, **kw) -> VideoTextBackbone:
-    return VideoTextBackbone(clip=clip, pretrained=str(path), max_words=77, num_frames=2, **kw).eval()
+    size = 224 if clip == "ViT-B-32" else 64
+    return tiny_backbone(clip=clip, pretrained=str(path), max_words=77, num_frames=2, image_size=size, **kw).eval()
 
 
 def _assert_same_features(source, loaded, size: int, atol: float = 1e-5) -> None:
@@ -76,8 +79,8 @@ def test_gelu_trained_weights_stay_gelu_and_tags_say_what_they_were_trained_with
 def test_text_positions_are_kept_not_interpolated(tmp_path):
     source = _source("emcl-tiny", quick_gelu=False)  # 77 text positions
     torch.save(source.state_dict(), tmp_path / "w.pt")
-    short = VideoTextBackbone(clip="emcl-tiny", pretrained=str(tmp_path / "w.pt"), max_words=32, num_frames=2,
-                              temporal="transformer", temporal_layers=2)
+    short = tiny_backbone(pretrained=str(tmp_path / "w.pt"), max_words=32, num_frames=2, temporal="transformer",
+                          temporal_layers=2)
     assert torch.equal(short.clip.positional_embedding, source.positional_embedding[:32])
     tokens = short.tokenize(["a dog runs on the beach"])
     with torch.no_grad():  # a short caption's feature does not depend on the context length
@@ -86,13 +89,12 @@ def test_text_positions_are_kept_not_interpolated(tmp_path):
     # the frame transformer starts from all 77 pretrained rows, not only the 32 the text tower keeps
     assert torch.equal(short.temporal.frame_position.weight[:77], source.positional_embedding)
     with pytest.raises(ValueError, match="has 77 text positions; data.max_words=78"):
-        VideoTextBackbone(clip="emcl-tiny", pretrained=str(tmp_path / "w.pt"), max_words=78, num_frames=2)
+        tiny_backbone(pretrained=str(tmp_path / "w.pt"), max_words=78, num_frames=2)
 
 
 def test_temporal_transformer_uses_the_text_towers_activation():
     for quick in (True, False):
-        model = VideoTextBackbone(clip="emcl-tiny", max_words=16, num_frames=2, temporal="transformer",
-                                  temporal_layers=1, quick_gelu=quick)
+        model = tiny_backbone(num_frames=2, temporal="transformer", temporal_layers=1, quick_gelu=quick)
         act = model.temporal.transformer.resblocks[0].mlp.gelu
         assert isinstance(act, QuickGELU) == quick
         assert isinstance(model.clip.transformer.resblocks[0].mlp.gelu, QuickGELU) == quick

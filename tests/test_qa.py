@@ -5,12 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import full_config
 import torch
 
 from multitask.data.msrvtt_qa import qa_tables
 from multitask.data.tables import AnnotationError
 from multitask.metrics import qa_metrics
-from tasks import build_task
+from multitask.task import build_task
 from tasks.qa import UNKNOWN, answer_vocabulary
 
 
@@ -111,7 +112,7 @@ class _Data:
 def test_forward_terms_unknown_answers_and_options():
     data = _Data(["red", "red", "blue", "green", "pink", "red", "blue"])
     torch.manual_seed(0)
-    task = build_task(qa_cfg(num_answers=2), data).train()
+    task = build_task(full_config(qa_cfg(num_answers=2)), data).train()
     assert task.answers == ["red", "blue"]
     assert task.targets(["blue", "green"], torch.device("cpu")).tolist() == [1, UNKNOWN]
     out = task(qa_batch(["red", "blue", "green", "red"]))
@@ -120,16 +121,16 @@ def test_forward_terms_unknown_answers_and_options():
     assert task.backbone.clip.transformer.resblocks[0].mlp.c_fc.weight.grad.abs().sum() > 0
     all_unknown = task(qa_batch(["green", "pink"]))["answer_loss"]
     assert all_unknown.item() == 0.0 and all_unknown.requires_grad  # no NaN when nothing is counted
-    base = build_task(qa_cfg(emcl=False), data)
+    base = build_task(full_config(qa_cfg(emcl=False)), data)
     assert base.emcl is None and set(base(qa_batch(["red", "blue"]))) == {"loss", "answer_loss"}
 
 
 def test_emcl_features_reach_the_classifier_only_when_asked():
     data = _Data(["red", "blue", "green"])
     torch.manual_seed(0)
-    plain = build_task(qa_cfg(to_classifier=False, num_answers=3), data).eval()
+    plain = build_task(full_config(qa_cfg(to_classifier=False, num_answers=3)), data).eval()
     torch.manual_seed(0)
-    fed = build_task(qa_cfg(to_classifier=True, num_answers=3), data).eval()
+    fed = build_task(full_config(qa_cfg(to_classifier=True, num_answers=3)), data).eval()
     video, question = torch.randn(6, 128), torch.randn(6, 128)
     direct = plain.classifier(video, question)
     assert torch.allclose(plain.logits(video, question, block_size=3), direct)

@@ -66,10 +66,10 @@ def test_unclamped_logit_scale_under_compat(imported, tmp_path):
 
 def test_loss_leaves_the_emcl_mean_as_stored(imported):
     model = multitask.load(imported)
-    before = model.task.head.emcl.mean.clone()
+    before = model.task.emcl.mean.clone()
     frames, mask = reference_inputs()
     model.loss(frames, mask, CAPTIONS)
-    assert torch.equal(model.task.head.emcl.mean, before) and torch.equal(before, reference_mean())
+    assert torch.equal(model.task.emcl.mean, before) and torch.equal(before, reference_mean())
     with pytest.raises(ValueError, match="2 texts for 3 videos"):
         model.loss(frames, mask, CAPTIONS[:2])
 
@@ -89,7 +89,7 @@ def test_imported_folder_layout_and_mapping(imported, reference_file):
     assert torch.equal(ours["backbone.temporal.frame_position.weight"][:77], theirs["frame_position_embeddings.weight"])
     assert torch.equal(ours["backbone.temporal.transformer.resblocks.3.mlp.c_fc.weight"],
                        theirs["transformerClip.resblocks.3.mlp.c_fc.weight"])
-    assert torch.equal(ours["head.emcl.mean"], reference_mean())
+    assert torch.equal(ours["emcl.mean"], reference_mean())
     conf = (imported / "config.yaml").read_text()
     assert "quick_gelu: true" in conf and "pooling: text_conditioned" in conf
 
@@ -136,19 +136,11 @@ def test_clip4clip_checkpoints_under_compat_equal_clip4clip(tmp_path, header):
     folder = multitask.import_reference(tmp_path / "pytorch_model.bin.0", tmp_path / "out", clip="emcl-tiny",
                                         source="clip4clip", num_frames=4)
     model = multitask.load(folder, reference_compat=True)
-    assert model.task.head.emcl is None and model.conf["model"]["temporal"] == ("mean" if header == "meanP"
+    assert model.task.emcl is None and model.conf["model"]["temporal"] == ("mean" if header == "meanP"
                                                                                  else "transformer")
     frames, mask = reference_inputs()
     _close(model.similarity(frames, mask, CAPTIONS), golden["cosine"])
     assert model.loss(frames, mask, CAPTIONS).item() == pytest.approx(golden["loss"], abs=1e-5)
-
-
-def test_compat_mean_pooling_normalises_frames_first():
-    from tasks.retrieval import RetrievalHead
-
-    frames, mask = torch.tensor([[[3.0, 0.0], [0.0, 1.0], [5.0, 5.0]]]), torch.tensor([[1, 1, 0]])
-    assert torch.equal(RetrievalHead(None).mean_pool(frames, mask), torch.tensor([[1.5, 0.5]]))
-    assert torch.equal(RetrievalHead(None, reference_compat=True).mean_pool(frames, mask), torch.tensor([[0.5, 0.5]]))
 
 
 def test_eval_only_and_resume_accept_an_imported_folder(tiny_root, imported, tmp_path):
@@ -164,7 +156,7 @@ def test_eval_only_and_resume_accept_an_imported_folder(tiny_root, imported, tmp
     assert "starting from the weights of" in trained.stderr
     start, after = (load_file(str(p / "model.safetensors")) for p in (imported, tmp_path / "ft/checkpoints/last"))
     moved = {k: (start[k] - after[k]).abs().max().item() for k in start}
-    assert moved.pop("head.emcl.mean") > 0.01  # the running mean's momentum updates
+    assert moved.pop("emcl.mean") > 0.01  # the running mean's momentum updates
     assert 0 < max(moved.values()) < 1e-4  # the weights: 2 steps at lr 1e-6 from the imported ones
 
 
@@ -175,7 +167,7 @@ def test_import_reference_command(reference_file, tmp_path, capsys):
     code = main(["import-reference", str(reference_file), "--out", str(tmp_path / "out"), "--clip", "emcl-tiny",
                  "--emcl-mean", str(tmp_path / "mean.npy"), "--num-frames", "4"])
     assert code == 0 and "checkpoint folder" in capsys.readouterr().out
-    assert torch.equal(load_file(str(tmp_path / "out/model.safetensors"))["head.emcl.mean"], reference_mean())
+    assert torch.equal(load_file(str(tmp_path / "out/model.safetensors"))["emcl.mean"], reference_mean())
     assert main(["import-reference", str(reference_file), "--out", str(tmp_path / "x"), "--clip", "ViT-B-32"]) == 2
     err = capsys.readouterr().err
     assert "is not --clip ViT-B-32" in err and "Traceback" not in err

@@ -72,7 +72,7 @@ def test_api_embeddings_and_wrong_head(checkpoints, clips):
     texts = model.embed_texts(["a red ball", "a blue box", "a star"])
     assert videos.shape == (2, 128) and texts.shape == (3, 128)
     assert torch.allclose(texts.norm(dim=-1), torch.ones(3), atol=1e-5)
-    with pytest.raises(ValueError, match="trained for task=retrieval; caption needs a checkpoint with a caption head"):
+    with pytest.raises(ValueError, match="trained for task=retrieval, which has no caption head; caption needs a checkpoint with a caption head"):
         model.caption([clips / "video44.mp4"])
     with pytest.raises(ValueError, match="call build_index"):
         model.search("a red ball", k=2)
@@ -87,7 +87,7 @@ def test_api_embeddings_and_wrong_head(checkpoints, clips):
 
 def test_index_goes_on_past_a_file_that_fails_after_the_probe(checkpoints, clips, tmp_path, monkeypatch):
     import multitask.api as api
-    from multitask.search_index import build_index
+    from multitask.search_index import update_index
 
     real = api.load_clip
     def damaged_in_the_middle(path, *args, **kwargs):
@@ -97,7 +97,7 @@ def test_index_goes_on_past_a_file_that_fails_after_the_probe(checkpoints, clips
 
     monkeypatch.setattr(api, "load_clip", damaged_in_the_middle)
     model = multitask.load(checkpoints["retrieval"])
-    summary = build_index(model, clips, tmp_path / "index", batch_size=4)
+    summary = update_index(model.encode_frames, str(model.checkpoint), clips, tmp_path / "index", batch_size=4)
     assert summary["added"] == 5 and len(summary["failed"]) == 2
     reason = summary["failed"][str((clips / "video45.mp4").resolve())]
     assert reason == "undecodable while loading (RuntimeError: corrupt packet at frame 57)"

@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+from multitask.files import atomic_write_text
 from multitask.video import VideoInfo, probe_videos
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,7 @@ def probe_with_cache(paths: list[str], cache_file: Path, show_progress: bool) ->
             info = results[path]
             cache[path] = {"stamp": _stamp(path), "info": [info.num_frames, info.height, info.width, info.fps]}
     if todo:
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
+        atomic_write_text(cache_file, json.dumps(cache))
     return results
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from multitask.files import atomic_path, atomic_write_text
 from multitask.video import VideoInfo, decode_frames, frames_to_clip
 
 MANIFEST = "manifest.json"
@@ -57,9 +58,8 @@ def rebuild_command(cfg: dict, task: str) -> str:
     if cfg.get("video_root"):
         args += ["--video-root", str(cfg["video_root"])]
     if cfg["name"] == "synthetic":
-        args += ["--seed", str(cfg["seed"]), "--layout", cfg.get("layout", "msrvtt")]
-        if cfg.get("generator"):
-            args += ["--generator", f"'{json.dumps(dict(cfg['generator']), separators=(',', ':'))}'"]
+        args += ["--seed", str(cfg["seed"]), "--layout", cfg["layout"],
+                 "--generator", f"'{json.dumps(dict(cfg['generator']), separators=(',', ':'))}'"]
     args += ["--out", str(cfg["frame_cache"]), "--num-frames", str(cfg["num_frames"]),
              "--image-size", str(cfg["image_size"])]
     return "python scripts/cache_frames.py " + " ".join(args)
@@ -72,18 +72,15 @@ def read_manifest(root: Path) -> dict:
 def write_manifest(root: Path, num_frames: int, image_size: int, videos: dict[str, dict], **settings) -> None:
     """Atomic: a reader (or a resumed build) sees the old manifest or the new one, never half of one.
     ``settings``: what else the stored arrays depend on (the feature cache's model)."""
-    tmp = root / f"{MANIFEST}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({"num_frames": num_frames, "image_size": image_size, **settings, "videos": videos}))
-    os.replace(tmp, root / MANIFEST)
+    atomic_write_text(root / MANIFEST, json.dumps({"num_frames": num_frames, "image_size": image_size, **settings,
+                                                  "videos": videos}))
 
 
 def save_array(out: Path, video_id: str, array: np.ndarray) -> str:
     """Write one video's array atomically under its safe name; returns the name."""
     name = file_name(video_id)
-    tmp = out / f"{name}.part"
-    with open(tmp, "wb") as f:
+    with atomic_path(out / name) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, out / name)
     return name
 
 

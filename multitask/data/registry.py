@@ -39,7 +39,7 @@ def _prepare_synthetic(cfg: dict, show_progress: bool) -> Path:
     from multitask.data.synthetic import generate_synthetic
 
     return Path(generate_synthetic(Path(cfg["root"]).expanduser(), seed=cfg["seed"], show_progress=show_progress,
-                                   layout=cfg.get("layout", "msrvtt"), **cfg.get("generator", {})))
+                                   layout=cfg["layout"], **cfg["generator"]))
 
 
 DATA: dict[str, Callable[[dict, bool], Path]] = {
@@ -62,7 +62,7 @@ DATASETS: dict[str, type[VideoDataset]] = {"retrieval": VideoTextDataset, "capti
 
 def layout_of(cfg: dict) -> str:
     if cfg["name"] == "synthetic":
-        return cfg.get("layout", "msrvtt")
+        return cfg["layout"]
     return "msrvtt" if cfg["name"] == "msrvtt_qa" else cfg["name"]
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from itertools import product
 from pathlib import Path
@@ -45,6 +44,7 @@ try:
 except ImportError:  # not POSIX: no cross-process lock
     fcntl = None
 
+from multitask.files import atomic_path, atomic_write_text
 from multitask.data.synthetic_layouts import LAYOUTS
 from multitask.data.synthetic_words import (BACKGROUND_WORDS, CAPTION_TEMPLATES, COLOUR_WORDS, COLOURS,
                                             DIRECTION_ADJECTIVES, DIRECTIONS, MOTION_PATHS, MOTION_VERBS,
@@ -113,8 +113,8 @@ def _generate(root: Path, p: dict[str, Any], show_progress: bool) -> None:
     else:
         LAYOUTS[p["layout"]][1](root, clips, ids, p["fps"])
     attributes = {v: {k: x for k, x in c.items() if k not in ("captions", "questions")} for v, c in zip(ids, clips)}
-    _write_text(root / "synthetic_attributes.json", json.dumps(attributes, indent=1))
-    _write_text(root / MARKER, json.dumps(p, indent=1))
+    atomic_write_text(root / "synthetic_attributes.json", json.dumps(attributes, indent=1))
+    atomic_write_text(root / MARKER, json.dumps(p, indent=1))
 
 
 def _check_params(p: dict[str, Any]) -> None:
@@ -281,8 +281,7 @@ def _encode(frames: np.ndarray, path: Path, fps: int) -> None:
     """Encode (T, H, W, 3) uint8 RGB frames as H.264 yuv420p in the container of the file's extension
     (.mp4, .avi or .mkv; single-threaded: bit-exact)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with av.open(str(tmp), mode="w", format=_CONTAINERS[path.suffix]) as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=_CONTAINERS[path.suffix]) as container:
         stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "18"})
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -290,7 +289,6 @@ def _encode(frames: np.ndarray, path: Path, fps: int) -> None:
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush
-    os.replace(tmp, path)
 
 
 def _article(word: str) -> str:
@@ -344,7 +342,7 @@ def _write_annotations(root: Path, clips: list[dict[str, Any]], num_retrieval_te
         qa[clip["split"]] += [{**q, "video_id": i} for q in clip["questions"]]
     info = {"contributor": "multitask synthetic generator", "data_created": "synthetic", "version": "1.0",
             "description": "synthetic MSR-VTT-shaped dataset of moving shapes", "year": "synthetic"}
-    _write_text(root / "MSRVTT_data.json", json.dumps({"info": info, "videos": videos, "sentences": sentences}))
+    atomic_write_text(root / "MSRVTT_data.json", json.dumps({"info": info, "videos": videos, "sentences": sentences}))
     test_ids = [i for i, c in enumerate(clips) if c["split"] == "test"][:num_retrieval_test]  # 1k-A analogue
     retrieval = set(test_ids)
     _write_csv(root / "MSRVTT_train.7k.csv", ["video_id"],
@@ -358,20 +356,13 @@ def _write_annotations(root: Path, clips: list[dict[str, Any]], num_retrieval_te
     for split, name in _QA_SPLIT_FILE.items():
         rows = [{**q, "id": next_id + k} for k, q in enumerate(qa[split])]
         next_id += len(rows)
-        _write_text(root / "msrvtt_qa" / name, json.dumps(rows))
+        atomic_write_text(root / "msrvtt_qa" / name, json.dumps(rows))
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([header, *rows])
-    _write_text(path, buf.getvalue())
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees a half-written file."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _read_json_or_none(path: Path) -> Any:

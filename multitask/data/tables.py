@@ -11,11 +11,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import datasets
+
+from multitask.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +106,6 @@ def cached_table(root: Path, name: str, sources: list[Path], build: Callable[[],
     if not records:
         raise AnnotationError(f"{name}: no records parsed from {', '.join(str(s) for s in sources)}")
     table = datasets.Dataset.from_list(records)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    table.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another rank or worker finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(target, keep_existing=True) as tmp:  # another rank or worker may finish first
+        table.save_to_disk(str(tmp))
     return datasets.load_from_disk(str(target))

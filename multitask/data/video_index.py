@@ -20,6 +20,13 @@ def strip_last_extension(name: str) -> str:
     return stem if dot else name
 
 
+def video_id(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """The id of a video file: its path relative to ``root`` (its name when no root is given) without the
+    last extension. The one naming rule of the loaders, ``multitask index`` and ``Model.build_index``."""
+    relative = Path(path).relative_to(root) if root is not None else Path(Path(path).name)
+    return str(relative.with_name(strip_last_extension(relative.name) or relative.name))
+
+
 def index_videos(folder: Path) -> dict[str, str]:
     """Map id -> path for every video file under ``folder``; the first path (sorted) wins a duplicate id."""
     if not folder.is_dir():

@@ -1,5 +1,5 @@
-"""Helpers shared by the caption and QA heads: EMCL on gathered [video; text] pairs, and losses
-normalised by the global count so they do not depend on how the batch is split across processes."""
+"""Losses of the paired heads (captioning, QA): EMCL on gathered [video; text] pairs, and cross-entropies
+normalised by the global count, so they do not depend on how the batch is split across processes."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from multitask.dist import all_gather_with_grad, global_sum, local_offset, world_size
 from multitask.emcl import EMCL
-from tasks.retrieval import info_nce
+from multitask.similarity import info_nce
 
 
 def paired_emcl(emcl: EMCL, video: torch.Tensor, text: torch.Tensor,
@@ -19,9 +19,8 @@ def paired_emcl(emcl: EMCL, video: torch.Tensor, text: torch.Tensor,
     """
     b = video.shape[0]
     videos, texts = all_gather_with_grad(video), all_gather_with_grad(text)  # (B, D) each
-    out = emcl(torch.cat([videos, texts]))  # (2B, D), float32
-    rec_video, rec_text = out[: videos.shape[0]], out[videos.shape[0]:]
-    with torch.autocast(device_type=out.device.type, enabled=False):  # float32 similarities under mixed precision
+    rec_video, rec_text = emcl.joint(videos, texts)  # (B, D) each, float32
+    with torch.autocast(device_type=rec_video.device.type, enabled=False):  # float32 similarities under mixed precision
         sim = F.normalize(rec_text.float(), dim=-1) @ F.normalize(rec_video.float(), dim=-1).t()  # (B, B)
     start = local_offset(b)
     return rec_video[start: start + b], rec_text[start: start + b], info_nce(scale * sim)

@@ -1,6 +1,6 @@
 import pytest
 
-from multitask.evaluation import shard
+from multitask.encoding import shard
 
 
 @pytest.mark.parametrize("n,world", [(7, 2), (200, 2), (3, 4), (10, 3), (0, 2)])

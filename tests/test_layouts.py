@@ -14,7 +14,7 @@ from multitask.data.synthetic import generate_synthetic
 from multitask.data.tables import AnnotationError
 from multitask.data.video_index import index_videos
 from multitask.video import VideoInfo, usable_frames
-from tasks.retrieval import retrieval_report
+from multitask.metrics import retrieval_report
 
 from conftest import TINY
 

@@ -1,0 +1,48 @@
+"""Exact distributed feature extraction: every sample encoded once, on exactly one process.
+
+Each rank encodes a contiguous shard (no sampler padding, so no duplicates for any test size);
+the shards are gathered in rank order, so every rank holds the features in dataset order.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from multitask.dist import gather_cat, rank, world_size
+
+
+def shard(n: int, rank_: int, world: int) -> range:
+    """Contiguous, nearly equal, non-overlapping shards covering range(n)."""
+    step, extra = divmod(n, world)
+    start = rank_ * step + min(rank_, extra)
+    return range(start, start + step + (rank_ < extra))
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"video": torch.stack([i["video"] for i in items]), "video_mask": torch.stack([i["video_mask"] for i in items])}
+
+
+@torch.no_grad()
+def encode_videos(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int,
+                  num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame features (V, T, D) and masks (V, T) of every video, in dataset order."""
+    part = Subset(dataset, list(shard(len(dataset), rank(), world_size())))
+    loader = DataLoader(part, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    frames = [torch.zeros(0, dataset.num_frames, backbone.embed_dim, device=device)]  # an empty shard still gathers
+    masks = [torch.zeros(0, dataset.num_frames, dtype=torch.long, device=device)]
+    for batch in tqdm(loader, desc="encoding videos", disable=rank() != 0, leave=False):
+        mask = batch["video_mask"].to(device)
+        frames.append(backbone.encode_frames(batch["video"].to(device), mask).float())
+        masks.append(mask)
+    return gather_cat(torch.cat(frames)), gather_cat(torch.cat(masks))
+
+
+@torch.no_grad()
+def encode_texts(backbone: torch.nn.Module, texts: list[str], batch_size: int) -> torch.Tensor:
+    """Text features (N, D) of every text, in order (on the backbone's device)."""
+    mine = [texts[i] for i in shard(len(texts), rank(), world_size())]
+    steps = tqdm(range(0, len(mine), batch_size), desc="encoding texts", disable=rank() != 0, leave=False)
+    out = [torch.zeros(0, backbone.embed_dim, device=backbone.device)]  # an empty shard still gathers
+    out += [backbone.encode_strings(mine[i: i + batch_size]).float() for i in steps]
+    return gather_cat(torch.cat(out))

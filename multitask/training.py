@@ -1,0 +1,189 @@
+"""The training loop with Accelerate: plain functions over one ``Training`` record, no Trainer class.
+
+A step is one optimizer update; ``trainer.batch_size`` is the global batch of one forward pass, split
+across processes (``split_batches``), so every process count sees the same global batches in the same order.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from multitask import checkpoint as ckpt
+from multitask.dist import assert_same_on_all_ranks
+from multitask.evaluation import evaluate
+from multitask.optim import build_optimizer, build_scheduler
+from multitask.runlog import MetricsLog
+from multitask.task import Task
+from multitask.types import TaskData
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Loop:
+    """Position of the training loop (what a checkpoint must restore besides accelerate state)."""
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def train_loader(data: TaskData, trainer: dict, seed: int, world: int) -> DataLoader:
+    """Batches of ``trainer.batch_size`` (global); a training set smaller than that is one batch."""
+    batch_size, n = trainer["batch_size"], len(data.train)
+    if batch_size % world:
+        raise ValueError(f"trainer.batch_size={batch_size} must be divisible by the {world} processes")
+    if n < batch_size:
+        batch_size = n - n % world
+        if batch_size == 0:
+            raise ValueError(f"{n} training samples cannot be split across {world} processes")
+        logger.warning("only %d training samples, fewer than trainer.batch_size=%d: using batches of %d",
+                       n, trainer["batch_size"], batch_size)
+    # Its own generator: starting an epoch's iterator then draws (worker seeds) from it, not from the global RNG
+    # that dropout uses, so a run resumed mid-epoch sees the same dropout masks as the uninterrupted run.
+    return DataLoader(data.train, batch_sampler=data.train.batch_sampler(batch_size, seed),
+                      num_workers=trainer["num_workers"], persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def total_steps(trainer: dict, batches_per_epoch: int) -> int:
+    per_epoch = batches_per_epoch // trainer["grad_accum"]
+    if trainer["max_steps"]:
+        return int(trainer["max_steps"])
+    return per_epoch * trainer["max_epochs"]
+
+
+@dataclass
+class Training:
+    """Everything the training loop functions share."""
+    conf: dict
+    accelerator: Accelerator
+    task: Task
+    data: TaskData
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loader: DataLoader
+    log: MetricsLog
+    loop: Loop
+    steps: int
+
+
+def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
+          resume: Path | None = None) -> dict:
+    trainer = conf["trainer"]
+    loader = train_loader(data, trainer, conf["seed"], accelerator.num_processes)
+    steps = total_steps(trainer, len(loader))
+    optimizer = build_optimizer(task, trainer["lr"], trainer["lr_backbone"], trainer["weight_decay"])
+    scheduler = build_scheduler(optimizer, steps, trainer["warmup_ratio"])
+    task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
+    log = MetricsLog(Path(conf["output_dir"]) / "metrics.jsonl", accelerator.is_main_process)
+    training = Training(conf, accelerator, task, data, optimizer, scheduler, loader, log,
+                        load_resume(conf, accelerator, task, resume), steps)
+    log.truncate_after(training.loop.step)
+    with tqdm(total=steps, initial=training.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
+        while training.loop.step < steps:
+            train_one_epoch(training, bar)
+    save_checkpoint(training)
+    return evaluate(conf, accelerator.unwrap_model(task), data, accelerator)
+
+
+def train_one_epoch(training: Training, bar: tqdm) -> None:
+    """One pass over the (remaining) batches of the current epoch; stops early at ``training.steps``."""
+    loop, accelerator, task = training.loop, training.accelerator, training.task
+    training.loader.set_epoch(loop.epoch)
+    batches = accelerator.skip_first_batches(training.loader, loop.batch_in_epoch) if loop.batch_in_epoch else training.loader
+    task.train()
+    for batch in batches:
+        with accelerator.accumulate(task):
+            terms = task(batch)
+            check_finite(terms["loss"], loop.step)
+            accelerator.backward(terms["loss"])
+            if accelerator.sync_gradients and training.conf["trainer"]["grad_clip"]:
+                accelerator.clip_grad_norm_(task.parameters(), training.conf["trainer"]["grad_clip"])
+            training.optimizer.step()
+            training.scheduler.step()
+            training.optimizer.zero_grad()
+        loop.batch_in_epoch += 1
+        training.log.add({k: float(v.detach()) for k, v in terms.items() if k == "loss" or k.endswith("_loss")})
+        if accelerator.sync_gradients:
+            loop.step += 1
+            bar.update(1)
+            after_step(training)
+            if loop.step >= training.steps:
+                return
+    loop.epoch, loop.batch_in_epoch = loop.epoch + 1, 0
+
+
+def after_step(training: Training) -> None:
+    """Logging, periodic evaluation and checkpointing after an optimizer step."""
+    trainer, loop = training.conf["trainer"], training.loop
+    if loop.step % trainer["log_every"] == 0 or loop.step == training.steps:
+        training.log.flush(loop.step, loop.epoch, training.scheduler.get_last_lr()[-1])
+        emcl = training.accelerator.unwrap_model(training.task).emcl
+        if emcl is not None:
+            assert_same_on_all_ranks(emcl.mean, "EMCL running mean")
+    if trainer["eval_every"] and loop.step % trainer["eval_every"] == 0 and loop.step < training.steps:
+        metrics = evaluate(training.conf, training.accelerator.unwrap_model(training.task), training.data, training.accelerator, write=False)
+        training.log.write({"step": loop.step, "epoch": loop.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
+        training.task.train()
+    if trainer["save_every"] and loop.step % trainer["save_every"] == 0 and loop.step < training.steps:
+        save_checkpoint(training)
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss.detach()).all():
+        raise FloatingPointError(f"non-finite loss {float(loss)} at step {step + 1}; the last good checkpoint "
+                                 "is kept (resume=auto continues from it, perhaps with a lower trainer.lr)")
+
+
+def save_checkpoint(training: Training) -> None:
+    """accelerate state plus the task's files (tokenizer, answer vocabulary) and the resolved config
+    (``multitask.load`` rebuilds the model from it), written atomically."""
+    conf, accelerator, loop = training.conf, training.accelerator, training.loop
+    root = Path(conf["output_dir"]) / "checkpoints"
+    staging = ckpt.staging_dir(root, loop.step)
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()  # every rank's RNG state is in the folder before rank 0 finalizes it
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(training.task).save_assets(staging)
+        (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))  # to rebuild the model
+        meta = {"task": conf["task"]["name"], "step": loop.step, "epoch": loop.epoch,
+                "batch_in_epoch": loop.batch_in_epoch}
+        ckpt.finalize(root, loop.step, meta, conf["trainer"]["checkpoints_total_limit"])
+    accelerator.wait_for_everyone()
+
+
+def resume_path(conf: dict) -> Path | None:
+    """``resume``: null (fresh), ``auto`` (newest complete checkpoint of this run, if any), or a path."""
+    choice = conf["resume"]
+    if not choice:
+        return None
+    path = ckpt.latest(Path(conf["output_dir"]) / "checkpoints") if choice == "auto" else Path(choice)
+    if path is None:
+        logger.info("resume=auto: no checkpoint in %s, starting fresh", conf["output_dir"])
+        return None
+    ckpt.read_meta(path, conf["task"]["name"])
+    return path
+
+
+def load_resume(conf: dict, accelerator: Accelerator, task: Task, path: Path | None) -> Loop:
+    """Restore a checkpoint's training state; a weights-only folder (``multitask import-reference``) gives
+    the weights and a new run from step 0."""
+    if path is None:
+        return Loop()
+    meta = ckpt.read_meta(path, conf["task"]["name"])
+    if meta.get("weights_only"):
+        ckpt.load_weights(accelerator.unwrap_model(task), path)
+        logger.info("starting from the weights of %s (a weights-only checkpoint) at step 0", path)
+        return Loop()
+    accelerator.load_state(str(path))
+    logger.info("resumed from %s at step %d", path, meta["step"])
+    return Loop(step=meta["step"], epoch=meta["epoch"], batch_in_epoch=meta["batch_in_epoch"])
+
+
