@@ -88,10 +88,12 @@ class Model:
         try:
             return self.task.serving(head)
         except ValueError as err:
-            raise ValueError(f"checkpoint {self.checkpoint}: {err}; {head} needs a checkpoint with a {head} head") from err
+            raise ValueError(f"checkpoint {self.checkpoint}: {err}; {head} needs a checkpoint with a {head} "
+                             "head") from err
 
     @torch.no_grad()
-    def search(self, query: str, k: int = 5, index: FrameFeatures | str | Path | None = None) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int = 5,
+               index: FrameFeatures | str | Path | None = None) -> list[tuple[str, float]]:
         """The k best videos for ``query``, scored through EMCL as at evaluation. ``index``: features from
         ``build_index`` / ``encode_frames``, a folder written by ``multitask index``, or None for ``self.index``."""
         if isinstance(index, (str, Path)):

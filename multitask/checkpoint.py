@@ -101,7 +101,8 @@ def checkpoint_config(folder: Path) -> dict:
 def _with_inference_options(task_conf: dict, options: dict) -> dict:
     """``task_conf`` (or, for task=multi, each head's part) with the inference options it has replaced."""
     out = {k: options.get(k, v) if k in INFERENCE_OPTIONS else v for k, v in task_conf.items()}
-    return {k: _with_inference_options(v, options) if isinstance(v, dict) and "name" in v else v for k, v in out.items()}
+    return {k: _with_inference_options(v, options) if isinstance(v, dict) and "name" in v else v
+            for k, v in out.items()}
 
 
 def load_weights(task: nn.Module, folder: Path) -> None:

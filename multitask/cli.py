@@ -140,8 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--clip", default="ViT-B-32", help="the open_clip architecture of its CLIP (default ViT-B-32)")
     p.add_argument("--source", default="emcl", choices=["emcl", "clip4clip"])
-    p.add_argument("--emcl-mean", type=Path, help="the reference's EMCL running mean (.npy/.pt/.safetensors, K values); "
-                                                   "its checkpoints do not store it")
+    p.add_argument("--emcl-mean", type=Path, help="the reference's EMCL running mean (.npy/.pt/.safetensors, K "
+                                                   "values); its checkpoints do not store it")
     p.add_argument("--num-frames", type=int, default=12)
     p.add_argument("--max-words", type=int, default=32)
     p.set_defaults(run=cmd_import_reference)

@@ -20,7 +20,7 @@ def shard(n: int, rank_: int, world: int) -> range:
 
 
 def _collate(items: list[dict]) -> dict:
-    return {"video": torch.stack([i["video"] for i in items]), "video_mask": torch.stack([i["video_mask"] for i in items])}
+    return {key: torch.stack([item[key] for item in items]) for key in ("video", "video_mask")}
 
 
 @torch.no_grad()

@@ -56,6 +56,11 @@ def _reference_state(path: Path) -> dict[str, torch.Tensor]:
     return upcast(state)
 
 
+def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many numbered blocks ``prefix<N>.`` the state holds."""
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+
 def _architecture(state: dict[str, torch.Tensor], prefix: str = "clip.") -> dict:
     """What a CLIP (the entries under ``prefix``) and the temporal module are, read off their shapes."""
     if f"{prefix}visual.conv1.weight" not in state or f"{prefix}positional_embedding" not in state:
@@ -63,19 +68,19 @@ def _architecture(state: dict[str, torch.Tensor], prefix: str = "clip.") -> dict
                                        "clip.positional_embedding): not an EMCL-Net / CLIP4Clip checkpoint")
     conv = state[f"{prefix}visual.conv1.weight"]
     grid = round((state[f"{prefix}visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    count = lambda pattern: len({k.split(".")[pattern.count(".")] for k in state if k.startswith(pattern)})
-    return {"vision_width": conv.shape[0], "vision_layers": count(f"{prefix}visual.transformer.resblocks."),
-            "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid,
+    return {"vision_width": conv.shape[0],
+            "vision_layers": _count_blocks(state, f"{prefix}visual.transformer.resblocks."), "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid,
             "text_width": state[f"{prefix}ln_final.weight"].shape[0],
-            "text_layers": count(f"{prefix}transformer.resblocks."),
+            "text_layers": _count_blocks(state, f"{prefix}transformer.resblocks."),
             "embed_dim": state[f"{prefix}text_projection"].shape[1],
             "text_positions": state[f"{prefix}positional_embedding"].shape[0],
-            "temporal_layers": count("transformerClip.resblocks.")}
+            "temporal_layers": _count_blocks(state, "transformerClip.resblocks.")}
 
 
 def _describe(arch: dict) -> str:
     return (f"vision {arch['vision_layers']} x {arch['vision_width']}, patch {arch['patch_size']}, image "
-            f"{arch['image_size']} px, text {arch['text_layers']} x {arch['text_width']}, embedding {arch['embed_dim']}")
+            f"{arch['image_size']} px, text {arch['text_layers']} x {arch['text_width']}, "
+            f"embedding {arch['embed_dim']}")
 
 
 def _check_clip(arch: dict, ours: dict[str, torch.Tensor], clip: str) -> None:

@@ -83,7 +83,8 @@ def load_heads() -> None:
 
 def build_shared(cfg: dict) -> Shared:
     """The backbone and EMCL bridge the ``model`` and ``data`` config groups describe."""
-    return build_backbone(cfg["model"], cfg["data"], cfg["trainer"]["contrastive_chunks"]), build_emcl(cfg["model"]["emcl"])
+    backbone = build_backbone(cfg["model"], cfg["data"], cfg["trainer"]["contrastive_chunks"])
+    return backbone, build_emcl(cfg["model"]["emcl"])
 
 
 def build_task(cfg: dict, data: TaskData | None = None, assets: Path | None = None,

@@ -47,7 +47,8 @@ class TransformerTemporal(nn.Module):
         """Copy the first text blocks and text position embeddings, as the reference does. ``text_positions``:
         all rows of the pretrained weights (the text tower keeps only ``max_words`` of them)."""
         text = getattr(clip, "transformer", None)
-        if text is None or text.width != self.transformer.width or len(text.resblocks) < len(self.transformer.resblocks):
+        ours = self.transformer
+        if text is None or text.width != ours.width or len(text.resblocks) < len(ours.resblocks):
             logger.info("temporal transformer: no matching CLIP text blocks, random initialisation")
             return
         for ours, theirs in zip(self.transformer.resblocks, text.resblocks):

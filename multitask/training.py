@@ -97,7 +97,8 @@ def train_one_epoch(training: Training, bar: tqdm) -> None:
     """One pass over the (remaining) batches of the current epoch; stops early at ``training.steps``."""
     loop, accelerator, task = training.loop, training.accelerator, training.task
     training.loader.set_epoch(loop.epoch)
-    batches = accelerator.skip_first_batches(training.loader, loop.batch_in_epoch) if loop.batch_in_epoch else training.loader
+    loader = training.loader
+    batches = accelerator.skip_first_batches(loader, loop.batch_in_epoch) if loop.batch_in_epoch else loader
     task.train()
     for batch in batches:
         with accelerator.accumulate(task):
@@ -129,7 +130,8 @@ def after_step(training: Training) -> None:
         if emcl is not None:
             assert_same_on_all_ranks(emcl.mean, "EMCL running mean")
     if trainer["eval_every"] and loop.step % trainer["eval_every"] == 0 and loop.step < training.steps:
-        metrics = evaluate(training.conf, training.accelerator.unwrap_model(training.task), training.data, training.accelerator, write=False)
+        task = training.accelerator.unwrap_model(training.task)
+        metrics = evaluate(training.conf, task, training.data, training.accelerator, write=False)
         training.log.write({"step": loop.step, "epoch": loop.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
         training.task.train()
     if trainer["save_every"] and loop.step % trainer["save_every"] == 0 and loop.step < training.steps:

@@ -1,3 +1,8 @@
-"""The task heads. Importing this package registers each head's builder with ``multitask.task``
-(``multitask.task.build_task`` imports it when first asked for a task)."""
-from tasks import caption, multi, qa, retrieval  # noqa: F401
+"""The task heads. Importing this package imports every module in it, and each registers its builders
+with ``multitask.task`` (which imports the package when first asked for a task): a new head is a new
+file here plus its config under configs/task/."""
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

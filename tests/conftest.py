@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny generated MSR-VTT-layout dataset per test session, and quick runs of each\ntask on it (trained once, shared by the end-to-end, task and tool tests)."""
+"""Shared fixtures: one tiny generated MSR-VTT-layout dataset per test session, quick runs of each task on
+it (trained once, shared by the end-to-end, task and tool tests), and composed configs."""
 from __future__ import annotations
 
 import shutil

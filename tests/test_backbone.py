@@ -77,7 +77,8 @@ def test_pretrained_tag_resolves_from_local_hf_cache(tmp_path, monkeypatch):
     import open_clip
 
     repo, name = "example/tiny-clip", "open_clip_model.safetensors"
-    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda model, tag: {"hf_hub": f"{repo}/"} if tag == "mine" else {})
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg",
+                        lambda model, tag: {"hf_hub": f"{repo}/"} if tag == "mine" else {})
     snapshot = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     (snapshot / name).write_bytes(b"x")

@@ -127,7 +127,8 @@ def test_forward_terms_gradients_and_base_model(tokenizer_file):
 
 def test_greedy_generation_equals_an_argmax_loop():
     torch.manual_seed(0)
-    decoder = CaptionDecoder(vocab_size=20, memory_dim=16, width=32, layers=2, heads=2, max_length=8, dropout=0.1).eval()
+    decoder = CaptionDecoder(vocab_size=20, memory_dim=16, width=32, layers=2, heads=2, max_length=8,
+                             dropout=0.1).eval()
     memory, mask = torch.randn(3, 5, 16), torch.ones(3, 5, dtype=torch.long)
     mask[1, 3:] = 0
     fast = decoder.generate(memory, mask, num_beams=1)

@@ -1,5 +1,5 @@
-"""One process with global batch B == two gloo processes with B/2 each (DESIGN.md section 8), for
-every task head: gathered EMCL, and losses normalised by global counts."""
+"""One process with global batch B == two gloo processes with B/2 each (docs/architecture.md,
+"Distributed semantics"), for every task head: gathered EMCL, and losses normalised by global counts."""
 from __future__ import annotations
 
 import tempfile

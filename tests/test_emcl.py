@@ -7,7 +7,7 @@ from multitask.emcl import EMCL, emcl_similarity, reference_init
 
 
 def loop_reference(x: list[list[float]], m: list[float], iters: int, sigma: float, beta: float):
-    """Scalar re-statement of Algorithm 1 (DESIGN.md section 4), independent of the tensor code."""
+    """Scalar re-statement of Algorithm 1 (docs/architecture.md, "The EMCL bridge"), independent of the tensor code."""
     n, d, k = len(x), len(x[0]), len(m)
     lam = [[m[j] for j in range(k)] for _ in range(n)]
     for _ in range(iters):

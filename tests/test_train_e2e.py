@@ -58,7 +58,8 @@ def test_bad_checkpoint_and_unknown_group_fail_clearly(trained):
     missing = run_train("task=retrieval", "debug=quick", f"data.root={base / 'data'}", GEN,
                         f"output_dir={base / 'x'}", "eval_only=true", f"checkpoint={base / 'nope'}")
     assert missing.returncode != 0 and "does not exist" in missing.stderr
-    for override, known in (("task=segmentation", "retrieval"), ("data=webvid", "msrvtt"), ("model=vit_h99", "vit_b32")):
+    unknown_groups = (("task=segmentation", "retrieval"), ("data=webvid", "msrvtt"), ("model=vit_h99", "vit_b32"))
+    for override, known in unknown_groups:
         unknown = run_train(override)
         assert unknown.returncode != 0 and known in unknown.stderr, override
 

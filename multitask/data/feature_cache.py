@@ -1,7 +1,7 @@
 """Stored image-tower outputs, to train the temporal module, EMCL and the heads on a frozen backbone
 (``model.freeze_backbone=true data.feature_cache=DIR``) without decoding video or running the tower.
 
-``scripts/cache_features.py`` writes under DIR the frame cache's layout (multitask/data/frame_cache.py)
+``scripts/cache_features.py`` writes under DIR the stored-clips layout (multitask/data/frame_cache.py)
 with other arrays: per video the (t, F) float16 tower outputs of its segment-centre frames, F as
 ``VideoTextBackbone.frame_outputs`` gives it (D pooled features, plus P*W patch-token values when the
 temporal module reads them); the manifest adds the model name, a fingerprint of its weights and F.
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from multitask.data.frame_cache import FrameCache, FrameCacheError, save_array
+from multitask.data.frame_cache import FrameCacheError, StoredClips, save_array
 from multitask.video import VideoInfo, pad_frames
 
 REBUILD = "python scripts/cache_features.py DIR <the run's model and data overrides>"
@@ -34,7 +34,7 @@ def tower_fingerprint(backbone: nn.Module) -> str:
     return digest.hexdigest()
 
 
-class FeatureCache(FrameCache):
+class FeatureCache(StoredClips):
     """Read side: ``load(video_id, info)`` -> (features (num_frames, F) float32, zero-padded; mask)."""
 
     kind, key = "feature cache", "feature_cache"

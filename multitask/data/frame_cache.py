@@ -84,10 +84,13 @@ def save_array(out: Path, video_id: str, array: np.ndarray) -> str:
     return name
 
 
-class FrameCache:
-    """Read side: checks the cache against the run, then ``load(video_id, info)`` -> (clip, mask)."""
+class StoredClips:
+    """A folder of per-video arrays with a manifest, checked against the run: the common part of the
+    frame cache (decoded frames) and the feature cache (image-tower outputs). ``load(video_id, info)``
+    -> (one clip's array, its frame mask)."""
 
-    kind, key = "frame cache", "frame_cache"
+    kind, key = "clip store", ""
+
 
     def __init__(self, root: str | os.PathLike, num_frames: int, image_size: int, rebuild: str) -> None:
         self.root, self.num_frames, self.image_size = Path(root).expanduser(), num_frames, image_size
@@ -117,6 +120,15 @@ class FrameCache:
 
     def _has(self, video_id: str) -> bool:
         return video_id in self.videos and (self.root / self.videos[video_id]["file"]).is_file()
+
+    def load(self, video_id: str, info: VideoInfo) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class FrameCache(StoredClips):
+    """Stored decoded frames (``scripts/cache_frames.py``)."""
+
+    kind, key = "frame cache", "frame_cache"
 
     def load(self, video_id: str, info: VideoInfo) -> tuple[torch.Tensor, torch.Tensor]:
         """(num_frames, 3, S, S) clip and (num_frames,) mask, exactly as ``load_clip`` makes them."""

@@ -1,4 +1,4 @@
-"""MSR-VTT retrieval annotations in the public layout (DESIGN.md section 5).
+"""MSR-VTT retrieval annotations in the public layout (docs/architecture.md, "Data").
 
 - ``MSRVTT_data.json``: ``sentences`` (video_id, caption, sen_id) and ``videos`` (video_id, split);
 - ``MSRVTT_train.9k.csv`` / ``MSRVTT_train.7k.csv``: column ``video_id``, the training videos;

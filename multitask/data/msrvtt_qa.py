@@ -1,4 +1,4 @@
-"""MSRVTT-QA annotations (DESIGN.md section 5).
+"""MSRVTT-QA annotations (docs/architecture.md, "Data").
 
 - ``{root}/msrvtt_qa/{train,val,test}_qa.json``: a list of ``{"question", "answer", "video_id": int,
   "id", "category_id"}`` (``category_id`` 0-4 = what, who, how, when, where);

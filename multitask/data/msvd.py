@@ -1,4 +1,4 @@
-"""MSVD retrieval with every caption a query (multi-caption evaluation, DESIGN.md section 9).
+"""MSVD retrieval with every caption a query (multi-caption evaluation, docs/architecture.md, "Evaluation").
 
 - ``{train,val,test}_list.txt``: one video id per line (ids contain ``_`` and ``-``);
 - ``raw-captions.pkl``: a pickle of ``{video_id: [[word, ...], ...]}``, read with an unpickler that

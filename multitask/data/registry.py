@@ -18,7 +18,7 @@ import datasets
 from multitask.data import activitynet, didemo, lsmdc, msrvtt, msrvtt_qa, msvd
 from multitask.data.checks import check_videos
 from multitask.data.feature_cache import open_feature_cache
-from multitask.data.frame_cache import FrameCache, open_frame_cache
+from multitask.data.frame_cache import StoredClips, open_frame_cache
 from multitask.data.tables import cache_dir
 from multitask.data.video_index import index_videos, indexed_path
 from multitask.data.multi import MultiTaskDataset
@@ -126,11 +126,11 @@ def build_multi_data(cfg: dict, show_progress: bool = True, mixing: str = "propo
     return TaskData(train, None, skipped=skipped, parts=parts)
 
 
-CACHES: dict[str, Callable[[dict, str], FrameCache]] = {"frame_cache": open_frame_cache,
+CACHES: dict[str, Callable[[dict, str], StoredClips]] = {"frame_cache": open_frame_cache,
                                                         "feature_cache": open_feature_cache}
 
 
-def open_cache(cfg: dict, task: str) -> FrameCache | None:
+def open_cache(cfg: dict, task: str) -> StoredClips | None:
     """The stored clips ``data.frame_cache`` or ``data.feature_cache`` names, if either; both hold
     segment-centre frames at the evaluation size, so ``data.augment`` is refused with them."""
     keys = [k for k in CACHES if cfg.get(k)]
@@ -147,7 +147,7 @@ def open_cache(cfg: dict, task: str) -> FrameCache | None:
 def build_data(task: str, cfg: dict, show_progress: bool = True) -> TaskData:
     """Parse the task's annotations, check every video once (``data.on_bad_video``), build the datasets."""
     tables = _tables(task, cfg)
-    frame_cache = open_cache(cfg, task)  # checked before any video is probed
+    stored = open_cache(cfg, task)  # checked before any video is probed
     root = DATA[cfg["name"]](cfg, show_progress)
     train_rows, test_rows = tables(root, cfg)
     path_of, index = VIDEOS[layout_of(cfg)](root, cfg)
@@ -161,7 +161,7 @@ def build_data(task: str, cfg: dict, show_progress: bool = True) -> TaskData:
     if bad:
         train_rows, test_rows = (_drop_bad(rows, path_of, infos) for rows in (train_rows, test_rows))
     common = dict(path_of=path_of, infos=infos, num_frames=cfg["num_frames"], image_size=cfg["image_size"],
-                  frame_cache=frame_cache)
+                  stored=stored)
     dataset_class = DATASETS[task]
     train = dataset_class(train_rows, train=True, seed=cfg["seed"], augment=cfg.get("augment", False), **common)
     test = dataset_class(test_rows, train=False, **common)

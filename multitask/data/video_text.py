@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset
 
-from multitask.data.frame_cache import FrameCache
+from multitask.data.frame_cache import StoredClips
 from multitask.data.sampler import EpochSampler
 from multitask.video import VideoInfo, error_summary, load_clip
 
@@ -18,20 +18,20 @@ class VideoDataset(Dataset):
 
     Training draws frame offsets (and subclasses their text choices) from a generator seeded by
     (seed, epoch, index), never from a worker's or rank's state, so a global batch is the same
-    whatever the number of processes or workers. Evaluation takes segment-centre frames. With a
-    ``frame_cache`` every clip is read from it: segment-centre frames in training too (no jitter); a
-    ``FeatureCache`` there gives the frozen image tower's stored outputs (T, F) instead of frames.
+    whatever the number of processes or workers. Evaluation takes segment-centre frames. With ``stored``
+    clips (a frame cache, or a feature cache of the frozen image tower's outputs (T, F)) every clip is read
+    from them: segment-centre frames in training too (no jitter).
     """
 
     def __init__(self, rows: datasets.Dataset, path_of: Callable[[str], str], infos: dict[str, VideoInfo],
                  num_frames: int, image_size: int, train: bool, seed: int = 0, augment: bool = False,
-                 frame_cache: FrameCache | None = None) -> None:
+                 stored: StoredClips | None = None) -> None:
         self.rows, self.path_of, self.infos = rows, path_of, infos
         self.num_frames, self.image_size = num_frames, image_size
         self.train, self.seed, self.augment = train, seed, augment
-        self.frame_cache = frame_cache
-        if frame_cache is not None:
-            frame_cache.check_rows(rows)
+        self.stored = stored
+        if stored is not None:
+            stored.check_rows(rows)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -53,8 +53,8 @@ class VideoDataset(Dataset):
     def _clip(self, video_id: str, rng: np.random.Generator | None,
               max_seconds: float | None = None) -> dict[str, torch.Tensor]:
         path = self.path_of(video_id)
-        if self.frame_cache is not None:  # segment centres; the window was checked against the cache's
-            video, mask = self.frame_cache.load(video_id, self.infos[path])
+        if self.stored is not None:  # segment centres; the window was checked against the cache's
+            video, mask = self.stored.load(video_id, self.infos[path])
         else:
             try:
                 video, mask = load_clip(path, self.infos[path], self.num_frames, self.image_size, rng,
@@ -93,7 +93,7 @@ class QADataset(VideoDataset):
         ids = list(dict.fromkeys(self.rows["video_id"]))
         rows = datasets.Dataset.from_dict({"video_id": ids})
         return VideoDataset(rows, self.path_of, self.infos, self.num_frames, self.image_size, train=False,
-                            frame_cache=self.frame_cache)
+                            stored=self.stored)
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
