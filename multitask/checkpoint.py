@@ -98,6 +98,12 @@ def checkpoint_config(folder: Path) -> dict:
     return conf
 
 
+def inference_options(task_conf: dict) -> dict:
+    """The ``INFERENCE_OPTIONS`` a task config sets (for task=multi, in its heads' parts)."""
+    found = {k: v for part in task_conf.values() if isinstance(part, dict) for k, v in inference_options(part).items()}
+    return {**found, **{k: task_conf[k] for k in INFERENCE_OPTIONS if k in task_conf}}
+
+
 def _with_inference_options(task_conf: dict, options: dict) -> dict:
     """``task_conf`` (or, for task=multi, each head's part) with the inference options it has replaced."""
     out = {k: options.get(k, v) if k in INFERENCE_OPTIONS else v for k, v in task_conf.items()}

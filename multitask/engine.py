@@ -18,7 +18,7 @@ from multitask.data.registry import build_data, build_multi_data
 from multitask.evaluation import evaluate
 from multitask.runlog import environment, setup_logging, write_json
 from multitask.task import Task, build_task
-from multitask.training import resume_path, train
+from multitask.training import resume_point, train
 from multitask.types import TaskData
 
 logger = logging.getLogger(__name__)
@@ -59,12 +59,12 @@ def run(cfg: DictConfig) -> dict:
     _record_skipped(data, out, accelerator)
     if conf["eval_only"]:
         return evaluate_checkpoint(conf, data, accelerator)
-    resume = resume_path(conf)
+    resume = resume_point(conf)
     if resume is not None:  # the checkpoint holds every weight: never look for CLIP weights, take its activation
         conf["model"]["pretrained"] = None
         if conf["model"]["quick_gelu"] is None:
-            conf["model"]["quick_gelu"] = ckpt.checkpoint_config(resume)["model"]["quick_gelu"]
-    task = build_task(conf, data, assets=resume)
+            conf["model"]["quick_gelu"] = ckpt.checkpoint_config(resume.path)["model"]["quick_gelu"]
+    task = build_task(conf, data, assets=resume.path if resume else None)
     conf["model"]["quick_gelu"] = task.backbone.quick_gelu  # as resolved from the weights: checkpoints rebuild it
     check_feature_cache(conf, task)
     if accelerator.is_main_process:
@@ -86,9 +86,10 @@ def compose_config(overrides: list[str]) -> dict:
 
 def prepare_data(conf: dict, show_progress: bool) -> TaskData:
     task = conf["task"]
-    if task["name"] == "multi":
-        return build_multi_data(conf["data"], show_progress, task["mixing"], task["temperature"])
-    return build_data(task["name"], conf["data"], show_progress)
+    heads = {k: v["annotations"] for k, v in task.items() if isinstance(v, dict) and "annotations" in v}
+    if heads:  # a task of several heads (task=multi): each head's settings and annotations under its name
+        return build_multi_data(conf["data"], heads, task["mixing"], task["temperature"], show_progress)
+    return build_data(task["annotations"], conf["data"], show_progress)
 
 
 def check_feature_cache(conf: dict, task: Task) -> None:
@@ -112,9 +113,7 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
     if not conf["checkpoint"]:
         raise ValueError("eval_only=true needs checkpoint=<checkpoint folder>")
     requested = conf["task"]
-    options = requested.get("caption", requested)  # task=multi keeps the caption head's options in task.caption
-    inference = {k: options[k] for k in ckpt.INFERENCE_OPTIONS if k in options}
-    restored = ckpt.restore(conf["checkpoint"], head=requested["name"], inference=inference)
+    restored = ckpt.restore(conf["checkpoint"], head=requested["name"], inference=ckpt.inference_options(requested))
     conf = {**conf, "model": restored.conf["model"]}
     check_feature_cache(conf, restored.task)
     restored.task.to(accelerator.device)

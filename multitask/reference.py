@@ -69,7 +69,8 @@ def _architecture(state: dict[str, torch.Tensor], prefix: str = "clip.") -> dict
     conv = state[f"{prefix}visual.conv1.weight"]
     grid = round((state[f"{prefix}visual.positional_embedding"].shape[0] - 1) ** 0.5)
     return {"vision_width": conv.shape[0],
-            "vision_layers": _count_blocks(state, f"{prefix}visual.transformer.resblocks."), "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid,
+            "vision_layers": _count_blocks(state, f"{prefix}visual.transformer.resblocks."),
+            "patch_size": conv.shape[-1], "image_size": conv.shape[-1] * grid,
             "text_width": state[f"{prefix}ln_final.weight"].shape[0],
             "text_layers": _count_blocks(state, f"{prefix}transformer.resblocks."),
             "embed_dim": state[f"{prefix}text_projection"].shape[1],

@@ -75,7 +75,7 @@ class Training:
 
 
 def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
-          resume: Path | None = None) -> dict:
+          resume: Resume | None = None) -> dict:
     trainer = conf["trainer"]
     loader = train_loader(data, trainer, conf["seed"], accelerator.num_processes)
     steps = total_steps(trainer, len(loader))
@@ -84,7 +84,7 @@ def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
     task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
     log = MetricsLog(Path(conf["output_dir"]) / "metrics.jsonl", accelerator.is_main_process)
     training = Training(conf, accelerator, task, data, optimizer, scheduler, loader, log,
-                        load_resume(conf, accelerator, task, resume), steps)
+                        load_resume(accelerator, task, resume), steps)
     log.truncate_after(training.loop.step)
     with tqdm(total=steps, initial=training.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
         while training.loop.step < steps:
@@ -161,7 +161,14 @@ def save_checkpoint(training: Training) -> None:
     accelerator.wait_for_everyone()
 
 
-def resume_path(conf: dict) -> Path | None:
+@dataclass
+class Resume:
+    """The checkpoint a run starts from, validated for its task."""
+    path: Path
+    meta: dict
+
+
+def resume_point(conf: dict) -> Resume | None:
     """``resume``: null (fresh), ``auto`` (newest complete checkpoint of this run, if any), or a path."""
     choice = conf["resume"]
     if not choice:
@@ -170,16 +177,15 @@ def resume_path(conf: dict) -> Path | None:
     if path is None:
         logger.info("resume=auto: no checkpoint in %s, starting fresh", conf["output_dir"])
         return None
-    ckpt.read_meta(path, conf["task"]["name"])
-    return path
+    return Resume(path, ckpt.read_meta(path, conf["task"]["name"]))
 
 
-def load_resume(conf: dict, accelerator: Accelerator, task: Task, path: Path | None) -> Loop:
+def load_resume(accelerator: Accelerator, task: Task, resume: Resume | None) -> Loop:
     """Restore a checkpoint's training state; a weights-only folder (``multitask import-reference``) gives
     the weights and a new run from step 0."""
-    if path is None:
+    if resume is None:
         return Loop()
-    meta = ckpt.read_meta(path, conf["task"]["name"])
+    path, meta = resume.path, resume.meta
     if meta.get("weights_only"):
         ckpt.load_weights(accelerator.unwrap_model(task), path)
         logger.info("starting from the weights of %s (a weights-only checkpoint) at step 0", path)

@@ -114,13 +114,11 @@ def _tables(task: str, cfg: dict) -> Callable:
     return TABLES[layout][task]
 
 
-MULTI_TASKS = ("retrieval", "caption", "qa")
-
-
-def build_multi_data(cfg: dict, show_progress: bool = True, mixing: str = "proportional",
-                     temperature: float = 1.0) -> TaskData:
-    """``task=multi``: every head's data from one root, the training sets mixed by ``mixing``."""
-    parts = {task: build_data(task, cfg, show_progress) for task in MULTI_TASKS}
+def build_multi_data(cfg: dict, annotations: dict[str, str], mixing: str, temperature: float,
+                     show_progress: bool = True) -> TaskData:
+    """``task=multi``: each head's annotations (head name -> annotation kind) from one root, the training
+    sets mixed by ``mixing``."""
+    parts = {head: build_data(kind, cfg, show_progress) for head, kind in annotations.items()}
     train = MultiTaskDataset({task: part.train for task, part in parts.items()}, mixing, temperature)
     skipped = {path: reason for part in parts.values() for path, reason in part.skipped.items()}
     return TaskData(train, None, skipped=skipped, parts=parts)
