@@ -17,10 +17,13 @@ from tqdm.auto import tqdm
 from multitask.backbone import masked_mean
 from multitask.checkpoint import restore
 from multitask.data.video_index import video_id
+from multitask.decoding import DecodeError, DecoderSpec, process_decoder, require_readable
+from multitask.errors import ConfigError
 from multitask.search_index import load_index
 from multitask.task import Answerer, Captioner, Task
 from multitask.types import FrameFeatures
-from multitask.video import UnreadableVideoError, VideoInfo, error_summary, load_clip, require_readable
+from multitask.video import load_clip
+from multitask.video_io import UnreadableVideoError, VideoInfo
 
 
 class Model:
@@ -31,6 +34,7 @@ class Model:
         self.backbone = task.backbone
         self.num_frames, self.image_size = conf["data"]["num_frames"], conf["data"]["image_size"]
         self.block_size = conf["eval"]["block_size"]
+        self.decoder = DecoderSpec(conf["data"]["decoder"], conf["data"]["decode_timeout_s"])
         self.index: FrameFeatures | None = None  # what search ranks by default (build_index)
 
     @property
@@ -46,9 +50,9 @@ class Model:
 
     def _clip(self, path: str, info: VideoInfo) -> tuple[torch.Tensor, torch.Tensor]:
         try:
-            return load_clip(path, info, self.num_frames, self.image_size)
-        except Exception as err:  # a file damaged past the frames the probe decodes
-            raise UnreadableVideoError({path: f"undecodable while loading ({error_summary(err)})"}, 1) from err
+            return load_clip(path, info, self.num_frames, self.image_size, decoder=process_decoder(self.decoder))
+        except DecodeError as err:  # a file damaged past the frames the probe decodes, or a decoder that hangs
+            raise UnreadableVideoError({path: f"undecodable while loading ({err})"}, 1) from err
 
     @torch.no_grad()
     def encode_frames(self, paths: list[str], batch_size: int = 16, progress: bool = True,
@@ -56,7 +60,7 @@ class Model:
         """Per-frame features of every video (raises UnreadableVideoError naming each bad file); ids are
         ``video_id(path, root)``: file names without the extension, or paths relative to ``root``."""
         paths = [str(p) for p in paths]
-        infos = infos if infos is not None else require_readable(paths)
+        infos = infos if infos is not None else require_readable(paths, self.decoder)
         frames, masks = [], []
         for video, mask in self._batches(paths, infos, batch_size, progress):
             mask = mask.to(self.device)
@@ -78,7 +82,7 @@ class Model:
     def embed_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """(N, D) L2-normalised text embeddings from the CLIP text tower."""
         if not texts:
-            raise ValueError("no texts given")
+            raise ConfigError("no texts given")
         out = [self.backbone.encode_strings(texts[i: i + batch_size]).float().cpu()
                for i in range(0, len(texts), batch_size)]
         return F.normalize(torch.cat(out), dim=-1)
@@ -88,7 +92,7 @@ class Model:
         try:
             return self.task.serving(head)
         except ValueError as err:
-            raise ValueError(f"checkpoint {self.checkpoint}: {err}; {head} needs a checkpoint with a {head} "
+            raise ConfigError(f"checkpoint {self.checkpoint}: {err}; {head} needs a checkpoint with a {head} "
                              "head") from err
 
     @torch.no_grad()
@@ -100,7 +104,7 @@ class Model:
             index = load_index(Path(index).expanduser())[0]
         index = self.index if index is None else index
         if index is None or not index.ids:
-            raise ValueError("search needs an index: call build_index(paths) first, or pass index=<folder> "
+            raise ConfigError("search needs an index: call build_index(paths) first, or pass index=<folder> "
                              "written by `multitask index`")
         scorer = self._serving("retrieval").scorer
         text = self.backbone.encode_strings([query]).float()  # (1, D)
@@ -122,7 +126,7 @@ class Model:
         """The training loss of this batch (text i pairs with video i): train mode with dropout off and the
         EMCL mean as stored (its training-mode update is undone). No gradient: a check, not a training step."""
         if len(texts) != frames.shape[0]:
-            raise ValueError(f"loss pairs text i with video i: got {len(texts)} texts for {frames.shape[0]} videos")
+            raise ConfigError(f"loss pairs text i with video i: got {len(texts)} texts for {frames.shape[0]} videos")
         task = self._serving("retrieval")
         buffers = {name: b.clone() for name, b in task.named_buffers()}
         task.train()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from multitask.errors import ConfigError
 from multitask.pretrained import ClipWeights, load_clip_weights, read_clip_weights
 from multitask.temporal import build_temporal
 
@@ -52,12 +53,12 @@ class VideoTextBackbone(nn.Module):
                  max_words: int, num_frames: int, image_size: int, chunks: int) -> None:
         super().__init__()
         if chunks < 1:
-            raise ValueError(f"trainer.contrastive_chunks must be >= 1, got {chunks}")
+            raise ConfigError(f"trainer.contrastive_chunks must be >= 1, got {chunks}")
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown model.pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+            raise ConfigError(f"unknown model.pooling {pooling!r}; known: {', '.join(POOLINGS)}")
         known = open_clip.list_models()
         if clip not in known:
-            raise ValueError(f"unknown model.clip {clip!r}; open_clip knows: {', '.join(known)}")
+            raise ConfigError(f"unknown model.clip {clip!r}; open_clip knows: {', '.join(known)}")
         weights = read_clip_weights(clip, pretrained) if pretrained else None
         self.quick_gelu = choose_quick_gelu(clip, quick_gelu, weights)
         with _root_warnings_silenced():  # open_clip warns "no pretrained weights" even when we load them next
@@ -138,7 +139,7 @@ class VideoTextBackbone(nn.Module):
             with self._towers():
                 video = self.frame_outputs(video.flatten(0, 1)).view(b, t, -1)  # (B, T, F)
         elif not self.freeze_backbone:
-            raise ValueError("cached frame features (data.feature_cache) need model.freeze_backbone=true: "
+            raise ConfigError("cached frame features (data.feature_cache) need model.freeze_backbone=true: "
                              "the image tower cannot learn from stored outputs")
         d = self.embed_dim
         frames = video[..., :d]  # (B, T, D)

@@ -13,6 +13,8 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
+from multitask.errors import MissingInputError
+
 FILE_NAME = "tokenizer.model"
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -38,7 +40,7 @@ class CaptionTokenizer:
     def load(cls, path: str | Path) -> CaptionTokenizer:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"caption tokenizer {path} not found (train one with scripts/train_tokenizer.py)")
+            raise MissingInputError(f"caption tokenizer {path} not found (train one with scripts/train_tokenizer.py)")
         return cls(path.read_bytes())
 
     def save(self, path: str | Path) -> None:

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_model
 from torch import nn
 
+from multitask.errors import DataError
 from multitask.task import Task, build_task
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ META = "meta.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DataError):
     """A checkpoint that does not exist, is incomplete, or belongs to another task."""
 
 

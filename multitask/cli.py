@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multitask.errors import UserError
+
 
 def cmd_index(args: argparse.Namespace) -> int:
     from multitask.api import load
@@ -26,7 +28,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     model = load(args.checkpoint)
     summary = update_index(model.encode_frames, str(model.checkpoint.resolve()), args.video_dir, args.out,
-                           args.batch_size)
+                           model.decoder, args.batch_size)
     print(f"{args.out}: {summary['added']} videos added, {summary['already']} already indexed, "
           f"{len(summary['failed'])} unreadable")
     for path, reason in summary["failed"].items():
@@ -78,9 +80,12 @@ def cmd_emcl_score(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from multitask.decoding import DecoderSpec
     from multitask.doctor import diagnose
 
-    report = diagnose(args.data, args.root, args.video_root)
+    decoder = DecoderSpec(args.decoder, args.decode_timeout)
+    report = diagnose(args.data, args.root, decoder, args.video_root, full=args.full,
+                      show_progress=sys.stderr.isatty())
     print("\n".join(report.lines))
     print(f"{len(report.problems)} problem(s) found" if report.problems else "no problems found")
     return 1 if report.problems else 0
@@ -134,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="msrvtt, msrvtt_qa, activitynet, lsmdc, msvd or didemo")
     p.add_argument("--root", required=True, type=Path)
     p.add_argument("--video-root", type=Path)
+    p.add_argument("--full", action="store_true", help="decode every frame of every video (finds damage between "
+                                                        "the first and last frame, which the quick check misses)")
+    p.add_argument("--decoder", default="multitask.video_io", help="decoder module (data.decoder)")
+    p.add_argument("--decode-timeout", type=float, default=60.0, help="seconds per video (data.decode_timeout_s)")
     p.set_defaults(run=cmd_doctor)
     p = sub.add_parser("import-reference", help="turn an EMCL-Net or CLIP4Clip checkpoint into a checkpoint folder")
     p.add_argument("path", type=Path, help="the state dict the reference's training script saved")
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError) as err:  # bad input: one clear line, no traceback
+    except (UserError, FileNotFoundError, ValueError) as err:  # bad input: one clear line, no traceback
         print(f"multitask {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -2,7 +2,9 @@
 
 For every task the layout serves: the annotations parse, counts per split, duplicate ids, ids in both
 splits, videos present and decodable, caption and question statistics. Problems are collected (not
-raised one at a time) so one run lists everything that is wrong.
+raised one at a time) so one run lists everything that is wrong. The quick video check decodes each
+file's first and last frame, as training's check does; ``full`` decodes every frame of every video (in
+isolated decoders, in parallel), which finds damage in between.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from multitask.data.checks import check_videos
 from multitask.data.msvd import read_list
 from multitask.data.registry import TABLES, VIDEOS, layout_of
 from multitask.data.tables import cache_dir, read_json
+from multitask.decoding import DecoderSpec, map_decoded
+from multitask.errors import ConfigError, MissingInputError
 
 # layouts whose loaders read an id list beside the captions (and drop repeated or uncaptioned ids): split -> ids
 LISTED_IDS = {
@@ -104,14 +108,15 @@ def _check_task(report: Report, task: str, cfg: dict, root: Path) -> set[str]:
     return {path_of(v) for v in ids}
 
 
-def diagnose(data: str, root: Path, video_root: Path | None = None, show_progress: bool = True) -> Report:
-    """Check the dataset ``data`` (a layout name, or msrvtt_qa) at ``root``."""
+def diagnose(data: str, root: Path, decoder: DecoderSpec, video_root: Path | None = None, full: bool = False,
+             show_progress: bool = True) -> Report:
+    """Check the dataset ``data`` (a layout name, or msrvtt_qa) at ``root``; ``full``: decode every frame."""
     cfg = {"name": data, "root": str(root), "video_root": str(video_root) if video_root else None}
     layout = layout_of(cfg)
     if layout not in TABLES:
-        raise ValueError(f"unknown data {data!r}; known: {', '.join([*TABLES, 'msrvtt_qa'])}")
+        raise ConfigError(f"unknown data {data!r}; known: {', '.join([*TABLES, 'msrvtt_qa'])}")
     if not root.is_dir():
-        raise FileNotFoundError(f"data root {root} does not exist")
+        raise MissingInputError(f"data root {root} does not exist")
     report = Report()
     tasks = ["qa"] if data == "msrvtt_qa" else list(TABLES[layout])
     if data == "msrvtt" and not (root / "msrvtt_qa").is_dir():
@@ -127,8 +132,21 @@ def diagnose(data: str, root: Path, video_root: Path | None = None, show_progres
             paths |= _check_task(report, task, cfg, root)
         except Exception as err:  # whatever breaks one task's check is reported; the others still run
             report.problem(f"{task}: {err if isinstance(err, (OSError, ValueError)) else repr(err)}")
-    _, bad = check_videos(sorted(paths), cache_dir(root) / "video_probe.json", "skip", show_progress)
-    report.info(f"videos: {len(paths)} referenced, {len(paths) - len(bad)} decodable")
+    _check_videos(report, sorted(paths), cache_dir(root) / "video_probe.json", decoder, full, show_progress)
+    return report
+
+
+def _check_videos(report: Report, paths: list[str], cache_file: Path, decoder: DecoderSpec, full: bool,
+                  show_progress: bool) -> None:
+    _, bad = check_videos(paths, cache_file, "skip", decoder, show_progress)
+    if full:
+        decoded = map_decoded("decode_all_frames", [p for p in paths if p not in bad], decoder,
+                              show_progress=show_progress, desc="decoding every frame")
+        bad.update({p: f"damaged inside ({r})" for p, r in decoded.items() if isinstance(r, str)})
+        report.info(f"videos: {len(paths)} referenced, {len(paths) - len(bad)} decode completely "
+                    "(every frame decoded)")
+    else:
+        report.info(f"videos: {len(paths)} referenced, {len(paths) - len(bad)} decodable (quick check: first and "
+                    "last frame only; --full decodes every frame)")
     for path, reason in sorted(bad.items()):
         report.problem(f"video {path}: {reason}")
-    return report

@@ -1,15 +1,33 @@
 """Exact distributed feature extraction: every sample encoded once, on exactly one process.
 
 Each rank encodes a contiguous shard (no sampler padding, so no duplicates for any test size);
-the shards are gathered in rank order, so every rank holds the features in dataset order.
+the shards are gathered in rank order, so every rank holds the features in dataset order. Videos that
+did not load (``data.on_bad_video=skip``) come back listed, for the evaluation to leave out.
 """
 from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from multitask.dist import gather_cat, rank, world_size
+from multitask.dist import gather_cat, gather_objects, rank, world_size
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedVideos:
+    frames: torch.Tensor  # (V, T, D)
+    mask: torch.Tensor  # (V, T)
+    failed: dict[int, str]  # dataset position of each video that did not load -> "path: reason"
+
+    def kept(self) -> list[int]:
+        """Positions of the videos that loaded, in order."""
+        return [i for i in range(self.frames.shape[0]) if i not in self.failed]
 
 
 def shard(n: int, rank_: int, world: int) -> range:
@@ -20,22 +38,30 @@ def shard(n: int, rank_: int, world: int) -> range:
 
 
 def _collate(items: list[dict]) -> dict:
-    return {key: torch.stack([item[key] for item in items]) for key in ("video", "video_mask")}
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("video", "video_mask")}
+    return {**batch, "failed": [json.loads(item.get("failed", "[]")) for item in items]}
 
 
 @torch.no_grad()
 def encode_videos(backbone: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int,
-                  num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                  num_workers: int = 0) -> EncodedVideos:
     """Per-frame features (V, T, D) and masks (V, T) of every video, in dataset order."""
-    part = Subset(dataset, list(shard(len(dataset), rank(), world_size())))
-    loader = DataLoader(part, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    mine = shard(len(dataset), rank(), world_size())
+    loader = DataLoader(Subset(dataset, list(mine)), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate)
     frames = [torch.zeros(0, dataset.num_frames, backbone.embed_dim, device=device)]  # an empty shard still gathers
     masks = [torch.zeros(0, dataset.num_frames, dtype=torch.long, device=device)]
+    failed: list[tuple[int, str]] = []
     for batch in tqdm(loader, desc="encoding videos", disable=rank() != 0, leave=False):
+        failed += [(mine.start + sum(len(m) for m in masks[1:]) + k, f"{f[0][0]}: {f[0][1]}")
+                   for k, f in enumerate(batch["failed"]) if f]
         mask = batch["video_mask"].to(device)
         frames.append(backbone.encode_frames(batch["video"].to(device), mask).float())
         masks.append(mask)
-    return gather_cat(torch.cat(frames)), gather_cat(torch.cat(masks))
+    failures = dict(gather_objects(failed))
+    for reason in failures.values():
+        logger.warning("left out of the evaluation, it did not load: %s", reason)
+    return EncodedVideos(gather_cat(torch.cat(frames)), gather_cat(torch.cat(masks)), failures)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from multitask import checkpoint as ckpt
 from multitask.data.feature_cache import FeatureCache
 from multitask.data.registry import build_data, build_multi_data
+from multitask.errors import ConfigError
 from multitask.evaluation import evaluate
 from multitask.runlog import environment, setup_logging, write_json
 from multitask.task import Task, build_task
@@ -98,7 +99,8 @@ def check_feature_cache(conf: dict, task: Task) -> None:
     if not root:
         return
     if not conf["model"]["freeze_backbone"]:
-        raise ValueError("data.feature_cache needs model.freeze_backbone=true: stored features cannot train the towers")
+        raise ConfigError("data.feature_cache needs model.freeze_backbone=true: stored features cannot train the "
+                          "towers")
     FeatureCache(root, conf["data"]["num_frames"], conf["data"]["image_size"]).check_model(task.backbone)
 
 
@@ -111,7 +113,7 @@ def evaluate_checkpoint(conf: dict, data: TaskData, accelerator: Accelerator) ->
     """``eval_only=true checkpoint=DIR``: the task rebuilt from the checkpoint (its architecture; the inference
     options follow the command) and evaluated. A task=multi checkpoint serves each single-task evaluation."""
     if not conf["checkpoint"]:
-        raise ValueError("eval_only=true needs checkpoint=<checkpoint folder>")
+        raise ConfigError("eval_only=true needs checkpoint=<checkpoint folder>")
     requested = conf["task"]
     restored = ckpt.restore(conf["checkpoint"], head=requested["name"], inference=ckpt.inference_options(requested))
     conf = {**conf, "model": restored.conf["model"]}

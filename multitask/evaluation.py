@@ -24,6 +24,7 @@ def evaluate(conf: dict, task: Task, data: TaskData, accelerator: Accelerator, w
 def write_result(out: Path, task: str, result: EvalResult) -> None:
     """eval.json, predictions.json (when there are predictions), similarity.safetensors (retrieval)."""
     write_json(out / "eval.json", {"task": task, "split": "test", "num_samples": result.num_samples,
+                                   "num_skipped": len(result.skipped), "skipped": result.skipped,
                                    "metrics": result.metrics})
     if result.predictions:
         write_json(out / "predictions.json", result.predictions)

@@ -21,6 +21,8 @@ import open_clip
 import torch
 from torch import nn
 
+from multitask.errors import ConfigError, MissingInputError
+
 logger = logging.getLogger(__name__)
 
 OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")  # entries of OpenAI's own state dicts
@@ -56,7 +58,7 @@ def resolve_pretrained(clip: str, pretrained: str, cache_dir: str | None = None)
     cfg = open_clip.get_pretrained_cfg(clip, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(clip)
-        raise FileNotFoundError(f"model.pretrained={pretrained!r} is neither a file nor an open_clip tag of {clip} "
+        raise MissingInputError(f"model.pretrained={pretrained!r} is neither a file nor an open_clip tag of {clip} "
                                 f"(known tags: {', '.join(tags) or 'none'})")
     candidates = []
     if cfg.get("hf_hub"):
@@ -67,7 +69,7 @@ def resolve_pretrained(clip: str, pretrained: str, cache_dir: str | None = None)
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
-    raise FileNotFoundError(f"weights for open_clip tag {clip}/{pretrained} are not in the local cache and this "
+    raise MissingInputError(f"weights for open_clip tag {clip}/{pretrained} are not in the local cache and this "
                             f"framework never downloads at run time; fetch them once on a machine with internet "
                             f"(open_clip.create_model('{clip}', pretrained='{pretrained}')) or pass a file path")
 
@@ -138,7 +140,7 @@ def keep_text_positions(state: dict[str, torch.Tensor], context_length: int, sou
         return
     available = state[key].shape[0]
     if context_length > available:
-        raise ValueError(f"{source} has {available} text positions; data.max_words={context_length} needs "
+        raise ConfigError(f"{source} has {available} text positions; data.max_words={context_length} needs "
                          f"{context_length} (use at most {available})")
     state[key] = state[key][:context_length]
 
@@ -152,7 +154,7 @@ def load_clip_weights(model: nn.Module, weights: ClipWeights) -> None:
     keep_text_positions(state, model.context_length, weights.source)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:
-        raise ValueError(f"{weights.source} does not fit this CLIP: {len(missing)} missing keys, e.g. {missing[:3]}")
+        raise ConfigError(f"{weights.source} does not fit this CLIP: {len(missing)} missing keys, e.g. {missing[:3]}")
     if unexpected:
         logger.warning("%s: ignored %d unexpected keys, e.g. %s", weights.source, len(unexpected), unexpected[:3])
     logger.info("loaded CLIP weights from %s", weights.source)

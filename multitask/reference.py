@@ -19,8 +19,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_model
 
 from multitask.checkpoint import META
-from multitask.engine import compose_config
 from multitask.emcl import reference_init
+from multitask.engine import compose_config
+from multitask.errors import ConfigError, DataError, MissingInputError
 from multitask.pretrained import read_state_dict, upcast
 from multitask.task import build_task
 
@@ -33,7 +34,7 @@ UNSUPPORTED = {"lstm_visual.": "the seqLSTM temporal module", "cross.": "CLIP4Cl
 _TEMPORAL_BLOCK = re.compile(r"^transformerClip\.resblocks\.(\d+)\.")
 
 
-class ReferenceCheckpointError(ValueError):
+class ReferenceCheckpointError(DataError):
     """A reference checkpoint that does not map onto the modules asked for; the message names every key."""
 
 
@@ -44,7 +45,7 @@ def _listing(title: str, items: list[str], limit: int = 12) -> str:
 
 def _reference_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"reference checkpoint {path} does not exist")
+        raise MissingInputError(f"reference checkpoint {path} does not exist")
     state = read_state_dict(path)
     if not isinstance(state, dict) or not state:
         raise ReferenceCheckpointError(f"{path} holds no state dict")
@@ -148,7 +149,7 @@ def read_emcl_mean(value: object, num_bases: int) -> torch.Tensor:
             value = next(iter(loaded.values())) if isinstance(loaded, dict) else loaded
     mean = torch.as_tensor(np.asarray(value, dtype=np.float32)).flatten()
     if mean.numel() != num_bases:
-        raise ValueError(f"the EMCL mean has {mean.numel()} entries; model.emcl.num_bases is {num_bases}")
+        raise ConfigError(f"the EMCL mean has {mean.numel()} entries; model.emcl.num_bases is {num_bases}")
     return mean
 
 
@@ -169,12 +170,12 @@ def import_reference(path: str | Path, out: str | Path, clip: str = "ViT-B-32", 
     ``resume`` accept. ``emcl_mean``: the reference's running mean (its checkpoints do not store it); without
     it EMCL starts from a fresh reference initialisation (seed 0)."""
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+        raise ConfigError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     path, out = Path(path).expanduser(), Path(out).expanduser()
     state = _reference_state(path)
     arch = _architecture(state)
     if max_words > arch["text_positions"]:
-        raise ValueError(f"max_words={max_words} exceeds the checkpoint's {arch['text_positions']} text positions")
+        raise ConfigError(f"max_words={max_words} exceeds the checkpoint's {arch['text_positions']} text positions")
     conf = compose_config(_overrides(source, clip, arch, num_frames, max_words))
     try:
         task = build_task(conf)

@@ -16,9 +16,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from multitask.data.video_index import VIDEO_EXTENSIONS
+from multitask.decoding import DecoderSpec, probe_all
+from multitask.errors import ConfigError, MissingInputError
 from multitask.files import atomic_write_text
 from multitask.types import FrameFeatures
-from multitask.video import UnreadableVideoError, VideoInfo, probe_all
+from multitask.video_io import UnreadableVideoError, VideoInfo
 
 Encoder = Callable[..., FrameFeatures]  # Model.encode_frames(paths, batch_size, progress=, infos=, root=)
 
@@ -27,7 +29,7 @@ META = "index.json"
 
 def video_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"video folder {folder} does not exist")
+        raise MissingInputError(f"video folder {folder} does not exist")
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
 
 
@@ -36,7 +38,7 @@ def _read_meta(out: Path, checkpoint: str) -> dict:
         return {"checkpoint": checkpoint, "entries": [], "failed": {}}
     meta = json.loads((out / META).read_text())
     if meta["checkpoint"] != checkpoint:
-        raise ValueError(f"index {out} was built with checkpoint {meta['checkpoint']}, not {checkpoint}: "
+        raise ConfigError(f"index {out} was built with checkpoint {meta['checkpoint']}, not {checkpoint}: "
                          "use another --out folder")
     return meta
 
@@ -45,7 +47,8 @@ def _write_meta(out: Path, meta: dict) -> None:
     atomic_write_text(out / META, json.dumps(meta, indent=1))
 
 
-def update_index(encode: Encoder, checkpoint: str, video_dir: Path, out: Path, batch_size: int = 16) -> dict:
+def update_index(encode: Encoder, checkpoint: str, video_dir: Path, out: Path, decoder: DecoderSpec,
+                 batch_size: int = 16) -> dict:
     """Encode every video under ``video_dir`` not yet in the index at ``out`` (with ``encode``, the
     ``encode_frames`` of the model ``checkpoint`` names); bad files are recorded.
 
@@ -57,7 +60,7 @@ def update_index(encode: Encoder, checkpoint: str, video_dir: Path, out: Path, b
     done = {e["path"] for e in meta["entries"]}
     files = video_files(video_dir)
     todo = [str(p) for p in files if str(p) not in done]
-    good, bad = probe_all(todo)
+    good, bad = probe_all(todo, decoder, show_progress=True)
     readable = [p for p in todo if p in good]
     part, added = 1 + max((e["part"] for e in meta["entries"]), default=-1), 0
     for i in tqdm(range(0, len(readable), batch_size), desc="indexing", disable=not readable):
@@ -98,12 +101,12 @@ def _encode(encode: Encoder, batch: list[str], infos: dict[str, VideoInfo], bad:
 def load_index(folder: Path) -> tuple[FrameFeatures, str]:
     """(the indexed features in entry order, the checkpoint they were made with)."""
     if not (folder / META).is_file():
-        raise FileNotFoundError(f"{folder} is not an index (no {META}); build one with `multitask index`")
+        raise MissingInputError(f"{folder} is not an index (no {META}); build one with `multitask index`")
     meta = json.loads((folder / META).read_text())
     parts = sorted({e["part"] for e in meta["entries"]})
     tensors = [load_file(str(folder / f"part_{k}.safetensors")) for k in parts]
     if not tensors:
-        raise ValueError(f"index {folder} holds no videos")
+        raise ConfigError(f"index {folder} holds no videos")
     frames = torch.cat([t["frames"] for t in tensors])  # (N, T, D)
     mask = torch.cat([t["mask"] for t in tensors])  # (N, T)
     return FrameFeatures([e["id"] for e in meta["entries"]], frames, mask), meta["checkpoint"]

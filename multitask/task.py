@@ -18,6 +18,7 @@ from torch import nn
 
 from multitask.backbone import VideoTextBackbone, build_backbone
 from multitask.emcl import EMCL, build_emcl
+from multitask.errors import ConfigError
 from multitask.types import EvalResult, TaskData
 
 Shared = tuple[VideoTextBackbone, "EMCL | None"]
@@ -49,7 +50,7 @@ class Task(nn.Module):
     def serving(self, head: str) -> Task:
         """The module that serves ``head``: this task, or one of the heads of ``task=multi``."""
         if head != self.name and head not in self.serves:
-            raise ValueError(f"this model was trained for task={self.name}, which has no {head} head")
+            raise ConfigError(f"this model was trained for task={self.name}, which has no {head} head")
         return self
 
 
@@ -94,5 +95,5 @@ def build_task(cfg: dict, data: TaskData | None = None, assets: Path | None = No
     load_heads()
     name = cfg["task"]["name"]
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
     return TASKS[name](cfg, data, assets, shared if shared is not None else build_shared(cfg))

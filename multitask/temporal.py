@@ -16,6 +16,8 @@ import torch
 from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
 
+from multitask.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,9 +87,9 @@ class SpaceTimeTemporal(nn.Module):
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
         if tokens is None:
-            raise ValueError("spacetime temporal module needs the patch tokens of every frame")
+            raise ConfigError("spacetime temporal module needs the patch tokens of every frame")
         if tokens.shape[1:3] != (self.num_frames, self.num_patches):
-            raise ValueError(f"spacetime temporal module was built for {self.num_frames} frames x "
+            raise ConfigError(f"spacetime temporal module was built for {self.num_frames} frames x "
                              f"{self.num_patches} patches, got {tuple(tokens.shape[1:3])}")
         x = self.down(tokens) * mask.to(tokens.dtype)[:, :, None, None]  # (B, T, P, W), padding zeroed
         return frames + self.proj_out(self.norm(x.flatten(1))).unsqueeze(1)  # (B, T, D)
@@ -121,5 +123,5 @@ TEMPORAL = {"mean": _mean, "transformer": _transformer, "spacetime": _spacetime}
 def build_temporal(name: str, clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool = False,
                    text_positions: torch.Tensor | None = None) -> nn.Module:
     if name not in TEMPORAL:
-        raise ValueError(f"unknown model.temporal {name!r}; known: {', '.join(TEMPORAL)}")
+        raise ConfigError(f"unknown model.temporal {name!r}; known: {', '.join(TEMPORAL)}")
     return TEMPORAL[name](clip, layers, width, num_frames, quick_gelu, text_positions)

@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from multitask import checkpoint as ckpt
+from multitask.bad_videos import BadVideoLog
 from multitask.dist import assert_same_on_all_ranks
+from multitask.errors import ConfigError
 from multitask.evaluation import evaluate
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog
@@ -38,11 +40,11 @@ def train_loader(data: TaskData, trainer: dict, seed: int, world: int) -> DataLo
     """Batches of ``trainer.batch_size`` (global); a training set smaller than that is one batch."""
     batch_size, n = trainer["batch_size"], len(data.train)
     if batch_size % world:
-        raise ValueError(f"trainer.batch_size={batch_size} must be divisible by the {world} processes")
+        raise ConfigError(f"trainer.batch_size={batch_size} must be divisible by the {world} processes")
     if n < batch_size:
         batch_size = n - n % world
         if batch_size == 0:
-            raise ValueError(f"{n} training samples cannot be split across {world} processes")
+            raise ConfigError(f"{n} training samples cannot be split across {world} processes")
         logger.warning("only %d training samples, fewer than trainer.batch_size=%d: using batches of %d",
                        n, trainer["batch_size"], batch_size)
     # Its own generator: starting an epoch's iterator then draws (worker seeds) from it, not from the global RNG
@@ -72,6 +74,7 @@ class Training:
     log: MetricsLog
     loop: Loop
     steps: int
+    bad: BadVideoLog
 
 
 def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
@@ -82,10 +85,14 @@ def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
     optimizer = build_optimizer(task, trainer["lr"], trainer["lr_backbone"], trainer["weight_decay"])
     scheduler = build_scheduler(optimizer, steps, trainer["warmup_ratio"])
     task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
-    log = MetricsLog(Path(conf["output_dir"]) / "metrics.jsonl", accelerator.is_main_process)
+    out = Path(conf["output_dir"])
+    log = MetricsLog(out / "metrics.jsonl", accelerator.is_main_process)
+    bad = BadVideoLog(out / "skipped_videos.json", data.skipped, conf["data"]["max_bad_fraction"],
+                      accelerator.is_main_process)
     training = Training(conf, accelerator, task, data, optimizer, scheduler, loader, log,
-                        load_resume(accelerator, task, resume), steps)
+                        load_resume(accelerator, task, resume), steps, bad)
     log.truncate_after(training.loop.step)
+    bad.restore(resume.meta.get("bad_videos") if resume is not None else None)
     with tqdm(total=steps, initial=training.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
         while training.loop.step < steps:
             train_one_epoch(training, bar)
@@ -101,6 +108,7 @@ def train_one_epoch(training: Training, bar: tqdm) -> None:
     batches = accelerator.skip_first_batches(loader, loop.batch_in_epoch) if loop.batch_in_epoch else loader
     task.train()
     for batch in batches:
+        training.bad.update(batch.get("failed", []), loop.step + 1)
         with accelerator.accumulate(task):
             terms = task(batch)
             check_finite(terms["loss"], loop.step)
@@ -156,7 +164,7 @@ def save_checkpoint(training: Training) -> None:
         accelerator.unwrap_model(training.task).save_assets(staging)
         (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))  # to rebuild the model
         meta = {"task": conf["task"]["name"], "step": loop.step, "epoch": loop.epoch,
-                "batch_in_epoch": loop.batch_in_epoch}
+                "batch_in_epoch": loop.batch_in_epoch, "bad_videos": training.bad.state()}
         ckpt.finalize(root, loop.step, meta, conf["trainer"]["checkpoints_total_limit"])
     accelerator.wait_for_everyone()
 

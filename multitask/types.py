@@ -32,6 +32,7 @@ class EvalResult:
     num_samples: int  # queries / videos / questions scored
     predictions: list[dict] = field(default_factory=list)
     similarity: Similarity | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # test video id -> why it was left out (did not load)
 
 
 @dataclass

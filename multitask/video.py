@@ -1,113 +1,23 @@
-"""Video decoding with decord: probing, uniform frame sampling, resizing, CLIP normalisation.
+"""Clips from videos: uniform frame sampling, resizing, cropping, CLIP normalisation, padding.
 
 ``load_clip`` = ``frames_to_clip`` (pure: uint8 frames -> normalised, cropped, padded clip) after
-``decode_frames`` (the sampled uint8 frames at reduced size), which the frame cache stores.
+``decode_frames`` (the sampled uint8 frames at reduced size, read by ``multitask.video_io`` in this
+process or in an isolated decoder), which the frame cache stores.
 """
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from multitask.video_io import VideoInfo, read_frames
 
 logger = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    num_frames: int
-    height: int
-    width: int
-    fps: float = 0.0  # 0 when the container does not say
-
-
-def _decord():
-    import decord  # imported lazily: decord prints to stderr on import in some builds
-
-    decord.bridge.set_bridge("native")
-    return decord
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo | str:
-    """Open a video and decode its first and last frame. Returns its info or the reason it is bad."""
-    path = Path(path)
-    if not path.is_file():
-        return "missing"
-    if path.stat().st_size == 0:
-        return "empty file"
-    try:
-        reader = _decord().VideoReader(str(path), num_threads=1)
-        if len(reader) == 0:
-            return "no frames"
-        n, frames = _first_and_last(reader)
-        fps = float(reader.get_avg_fps() or 0.0)
-    except Exception as err:  # decord raises its own DECORDError and RuntimeError variants
-        return f"undecodable ({error_summary(err)})"
-    return VideoInfo(num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]), fps=fps)
-
-
-class UnreadableVideoError(ValueError):
-    """Some input videos are missing or cannot be decoded; ``reasons`` maps each to why, as the message lists."""
-
-    def __init__(self, reasons: dict[str, str], total: int) -> None:
-        self.reasons = reasons
-        listing = "\n".join(f"  {p}: {reason}" for p, reason in reasons.items())
-        super().__init__(f"{len(reasons)} of {total} videos cannot be read:\n{listing}")
-
-
-def probe_all(paths: list[str]) -> tuple[dict[str, VideoInfo], dict[str, str]]:
-    """(info of readable videos, reason for each unreadable one)."""
-    results = {p: probe_video(p) for p in paths}
-    return ({p: r for p, r in results.items() if isinstance(r, VideoInfo)},
-            {p: r for p, r in results.items() if not isinstance(r, VideoInfo)})
-
-
-def require_readable(paths: list[str]) -> dict[str, VideoInfo]:
-    if not paths:
-        raise ValueError("no video paths given")
-    good, bad = probe_all(paths)
-    if bad:
-        raise UnreadableVideoError(bad, len(paths))
-    return good
-
-
-def error_summary(err: BaseException, width: int = 120) -> str:
-    """``Type: first line of the message``, cut to ``width`` characters: decoder errors run long."""
-    lines = str(err).splitlines()
-    return f"{type(err).__name__}: {lines[0][:width] if lines else ''}"
-
-
-def _first_and_last(reader) -> tuple[int, np.ndarray]:
-    """(frames up to the last decodable one, the first and that last frame (2, H, W, 3)).
-
-    Containers can over-report the frame count by a few frames, and decord then fails on the last ones;
-    up to max(4, 2%) missing at the end are tolerated (sampling uses the decodable count), more is an error.
-    """
-    n = len(reader)
-    first_error = None
-    for count in range(n, max(1, n - max(4, n // 50)) - 1, -1):
-        try:
-            return count, reader.get_batch([0, count - 1]).asnumpy()
-        except Exception as err:  # try one frame shorter
-            first_error = first_error or err
-    raise first_error
-
-
-def probe_videos(paths: list[str], num_threads: int = 4, show_progress: bool = True) -> dict[str, VideoInfo | str]:
-    """probe_video over many files in a thread pool, with a progress bar."""
-    with ThreadPoolExecutor(max_workers=num_threads) as pool:
-        results = list(tqdm(pool.map(probe_video, paths), total=len(paths), desc="checking videos",
-                            disable=not show_progress, leave=False))
-    return dict(zip(paths, results))
 
 
 def sample_indices(num_total: int, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -147,14 +57,15 @@ def usable_frames(info: VideoInfo, decoded: int, max_seconds: float | None) -> i
 
 def load_clip(path: str, info: VideoInfo, num_frames: int, image_size: int,
               rng: np.random.Generator | None = None, augment: bool = False,
-              max_seconds: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              max_seconds: float | None = None, decoder=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode ``num_frames`` uniformly sampled frames at reduced size (of the first ``max_seconds`` if given).
 
     Returns frames (num_frames, 3, image_size, image_size), CLIP-normalised and zero-padded, and a
     mask (num_frames,) with 1 for real frames. ``rng`` randomises the frame offsets within their
     segments (training); ``augment`` additionally takes a random crop of a slightly larger resize.
+    ``decoder``: a ``multitask.decoding.Decoder`` to decode in (None: in this process).
     """
-    raw = decode_frames(path, info, num_frames, image_size, rng, augment, max_seconds)
+    raw = decode_frames(path, info, num_frames, image_size, rng, augment, max_seconds, decoder)
     return frames_to_clip(raw, info, num_frames, image_size, rng, augment)
 
 
@@ -164,12 +75,21 @@ def _decode_size(info: VideoInfo, image_size: int, augment: bool) -> tuple[int, 
 
 def decode_frames(path: str, info: VideoInfo, num_frames: int, image_size: int,
                   rng: np.random.Generator | None = None, augment: bool = False,
-                  max_seconds: float | None = None) -> np.ndarray:
-    """The sampled frames as decord returns them at the reduced size: (t, h, w, 3) uint8, t <= num_frames."""
+                  max_seconds: float | None = None, decoder=None) -> np.ndarray:
+    """The sampled frames as decord returns them at the reduced size: (t, h, w, 3) uint8, t <= num_frames.
+    The frame offsets are drawn here (``info.num_frames`` is the decodable count the probe found), the
+    frames read by ``read_frames`` in this process or in ``decoder``'s child."""
+    request = frame_request(path, info, num_frames, image_size, rng, augment, max_seconds)
+    return read_frames(*request) if decoder is None else decoder.call("read_frames", *request)
+
+
+def frame_request(path: str, info: VideoInfo, num_frames: int, image_size: int,
+                  rng: np.random.Generator | None = None, augment: bool = False,
+                  max_seconds: float | None = None) -> tuple[str, list[int], int, int]:
+    """The arguments of ``read_frames`` for one clip: (path, the sampled frame indices, height, width)."""
     height, width = _decode_size(info, image_size, augment)
-    reader = _decord().VideoReader(path, width=width, height=height, num_threads=1)
-    idx = sample_indices(usable_frames(info, len(reader), max_seconds), num_frames, rng)
-    return reader.get_batch(idx.tolist()).asnumpy()  # (t, h, w, 3)
+    idx = sample_indices(usable_frames(info, info.num_frames, max_seconds), num_frames, rng).tolist()
+    return path, idx, height, width
 
 
 def frames_to_clip(raw: np.ndarray, info: VideoInfo, num_frames: int, image_size: int,

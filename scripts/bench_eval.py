@@ -42,7 +42,8 @@ POST_ENCODE = ("similarity (EMCL)", "metrics")
 
 class RandomClips(Dataset):
     """What evaluate() reads from ``data.test``: items {"video": (T, 3, H, W), "video_mask": (T,)},
-    ``num_frames``, ``captions()`` and ``video_ids()``; ``size`` videos with one caption each, pixels random."""
+    ``num_frames``, ``rows``, ``captions()`` and ``video_ids()``; ``size`` videos with one caption each, pixels
+    random."""
 
     def __init__(self, size: int, num_frames: int, image_size: int, pool: int = 64, seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
@@ -53,6 +54,7 @@ class RandomClips(Dataset):
         combos = list(islice(cycle(product(COLOUR_WORDS, SHAPE_WORDS, DIRECTIONS)), size))
         self.attributes = [{"colour": c, "shape": s, "direction": d} for c, s, d in combos]
         self.texts = [f"a {c} {s} moves {MOTION_PATHS[d][i % 5]} #{i}" for i, (c, s, d) in enumerate(combos)]
+        self.rows = [{"captions": [text]} for text in self.texts]
 
     def __len__(self) -> int:
         return self.size
@@ -90,7 +92,8 @@ def evaluate_phases(task: Task, data: TaskData, eval_cfg: dict) -> tuple[dict[st
     device, batch_size, times = torch.device("cpu"), eval_cfg["batch_size"], {}
     start = time.perf_counter()
     with timed(times, "encode videos"):
-        frames, mask = encode_videos(task.backbone, data.test, device, batch_size)  # (V, T, D), (V, T)
+        videos = encode_videos(task.backbone, data.test, device, batch_size)
+        frames, mask = videos.frames, videos.mask  # (V, T, D), (V, T)
     with timed(times, "encode texts"):
         texts, counts = data.test.captions()
         text = encode_texts(task.backbone, texts, batch_size)  # (Q, D)

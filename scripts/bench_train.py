@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from multitask.bad_videos import BadVideoLog  # noqa: E402
 from multitask.engine import compose_config, make_accelerator  # noqa: E402
 from multitask.optim import build_optimizer, build_scheduler  # noqa: E402
 from multitask.runlog import MetricsLog  # noqa: E402
@@ -79,7 +80,8 @@ def framework_run(conf: dict, task: torch.nn.Module, batch: dict, steps: int, lo
     optimizer, scheduler = optim(task, conf["trainer"])
     task, optimizer, scheduler = accelerator.prepare(task, optimizer, scheduler)
     log = MetricsLog(log_dir / "metrics.jsonl", True)
-    return Training(conf, accelerator, task, None, optimizer, scheduler, Repeat(batch, steps), log, Loop(), 10**9)
+    bad = BadVideoLog(log_dir / "skipped_videos.json", {}, conf["data"]["max_bad_fraction"], True)
+    return Training(conf, accelerator, task, None, optimizer, scheduler, Repeat(batch, steps), log, Loop(), 10**9, bad)
 
 
 def time_framework(training: Training) -> float:

@@ -2,15 +2,17 @@
 
 - decode-all: decord decodes every frame of the file at full resolution, then the sampled frames are
   resized, cropped and normalised (what naive code does);
-- loader: the project's ``load_clip``, decoding only the sampled frames, at the reduced size;
+- loader: the project's ``load_clip``, decoding only the sampled frames, at the reduced size, in an isolated
+  decoder process (``multitask.decoding``: a time limit and crash isolation per video), as training does;
+- loader, in process: the same decoding in the calling process (what isolation costs);
 - frame cache: ``np.load`` of the stored uint8 frames plus the same crop and normalisation
   (``data.frame_cache``, built here with ``build_frame_cache``; its clips must equal the loader's).
 
 Files: real H.264 .mp4s from the synthetic generator, 240 x 240 px, 300 frames at 24 fps (12.5 s: about
 an MSR-VTT clip's length and pixel count, though simpler content), generated once under $EMCL_CACHE.
 One thread; every round times each method over all clips (order rotated), medians over rounds.
-Headlines: loader_vs_decode_all (loader clips/s over decode-all clips/s) and cache_vs_decode (frame cache
-clips/s over loader clips/s).
+Headlines: loader_vs_decode_all (loader clips/s over decode-all clips/s), cache_vs_decode (frame cache
+clips/s over loader clips/s) and isolation_cost (in-process clips/s over isolated loader clips/s).
 
     python scripts/bench_video.py --quick --json /tmp/bench_video.json
     python scripts/bench_video.py --clips 16 --rounds 7 --num-frames 12 --image-size 224
@@ -31,9 +33,12 @@ import torch
 
 from multitask.data.frame_cache import CacheItem, FrameCache, build_frame_cache
 from multitask.data.synthetic import generate_synthetic
-from multitask.video import VideoInfo, frames_to_clip, load_clip, probe_video, sample_indices, usable_frames
+from multitask.decoding import DecoderSpec, process_decoder
+from multitask.video import frames_to_clip, load_clip, sample_indices, usable_frames
+from multitask.video_io import VideoInfo, probe_video
 
 Clip = tuple[torch.Tensor, torch.Tensor]  # (T, 3, S, S) frames, (T,) mask
+DECODER = DecoderSpec("multitask.video_io", 60.0)
 Loader = Callable[[CacheItem], Clip]
 
 
@@ -90,15 +95,17 @@ def report(rates: dict[str, float], args: argparse.Namespace, wall: float) -> di
     base = rates["decode-all"]
     print(f"{args.clips} clips of {args.frames} frames, {args.size} x {args.size} px -> {args.num_frames} frames "
           f"at {args.image_size} px; 1 thread, median of {args.rounds} rounds")
-    print(f"{'method':<12}  {'clips/s':>9}  {'vs decode-all':>13}")
+    print(f"{'method':<18}  {'clips/s':>9}  {'vs decode-all':>13}")
     for name, rate in rates.items():
-        print(f"{name:<12}  {rate:>9.1f}  {rate / base:>12.1f}x")
+        print(f"{name:<18}  {rate:>9.1f}  {rate / base:>12.1f}x")
     result = {"loader_vs_decode_all": rates["loader"] / base, "cache_vs_decode": rates["frame cache"] / rates["loader"],
-              "clips_per_second": rates, "seconds": wall,
+              "isolation_cost": rates["loader, in process"] / rates["loader"], "clips_per_second": rates,
+              "seconds": wall,
               "settings": {k: getattr(args, k) for k in ("clips", "rounds", "frames", "size", "num_frames",
                                                          "image_size")}}
     print(f"loader_vs_decode_all = {result['loader_vs_decode_all']:.1f}x, "
-          f"cache_vs_decode = {result['cache_vs_decode']:.1f}x  ({wall:.0f} s)")
+          f"cache_vs_decode = {result['cache_vs_decode']:.1f}x, isolation_cost = {result['isolation_cost']:.2f}x "
+          f"({wall:.0f} s)")
     return result
 
 
@@ -124,12 +131,14 @@ def main() -> None:
     torch.set_num_threads(1)
     items = bench_files(args.clips, args.size, args.frames, fps=24)
     with tempfile.TemporaryDirectory() as tmp:
-        build_frame_cache(Path(tmp), items, args.num_frames, args.image_size, workers=1, show_progress=False)
+        build_frame_cache(Path(tmp), items, args.num_frames, args.image_size, DECODER, workers=1, show_progress=False)
         cache = FrameCache(tmp, args.num_frames, args.image_size, rebuild="(built by this benchmark)")
         check_cache(cache, items, args.num_frames, args.image_size)
         methods: dict[str, Loader] = {
             "decode-all": lambda item: decode_all_clip(item, args.num_frames, args.image_size),
-            "loader": lambda item: load_clip(item.path, item.info, args.num_frames, args.image_size),
+            "loader": lambda item: load_clip(item.path, item.info, args.num_frames, args.image_size,
+                                             decoder=process_decoder(DECODER)),
+            "loader, in process": lambda item: load_clip(item.path, item.info, args.num_frames, args.image_size),
             "frame cache": lambda item: cache.load(item.video_id, item.info)}
         rates = run_rounds(methods, items, args.rounds, min_seconds=0.3)
     result = report(rates, args, time.perf_counter() - start)

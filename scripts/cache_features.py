@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from multitask.backbone import VideoTextBackbone, build_backbone  # noqa: E402
 from multitask.data.feature_cache import save_features, tower_fingerprint  # noqa: E402
 from multitask.data.frame_cache import MANIFEST, CacheItem, FrameCacheError, split_items, write_manifest  # noqa: E402
+from multitask.decoding import DecoderSpec, process_decoder  # noqa: E402
 from multitask.engine import prepare_data  # noqa: E402
 from multitask.video import load_clip  # noqa: E402
 
@@ -35,15 +36,16 @@ SAVE_EVERY = 20  # batches between manifest rewrites
 class Clips(Dataset):
     """Segment-centre clips of videos, as evaluation decodes them."""
 
-    def __init__(self, items: list[CacheItem], num_frames: int, image_size: int) -> None:
-        self.items, self.num_frames, self.image_size = items, num_frames, image_size
+    def __init__(self, items: list[CacheItem], num_frames: int, image_size: int, decoder: DecoderSpec) -> None:
+        self.items, self.num_frames, self.image_size, self.decoder = items, num_frames, image_size, decoder
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
-        video, mask = load_clip(item.path, item.info, self.num_frames, self.image_size, max_seconds=item.max_seconds)
+        video, mask = load_clip(item.path, item.info, self.num_frames, self.image_size, max_seconds=item.max_seconds,
+                                decoder=process_decoder(self.decoder))
         return {"index": index, "video": video, "video_mask": mask}  # (T, 3, S, S), (T,)
 
 
@@ -102,7 +104,8 @@ def main() -> None:
     videos = existing(out, settings)
     todo = [item for item in items if item.video_id not in videos]
     print(f"{len(videos)} videos already cached, {len(todo)} to do, {settings['features']} values per frame")
-    cache(backbone, Clips(todo, settings["num_frames"], size), out, settings, videos, conf)
+    decoder = DecoderSpec(conf["data"]["decoder"], conf["data"]["decode_timeout_s"])
+    cache(backbone, Clips(todo, settings["num_frames"], size, decoder), out, settings, videos, conf)
 
 
 if __name__ == "__main__":

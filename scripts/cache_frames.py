@@ -21,6 +21,8 @@ from pathlib import Path
 
 from multitask.data.frame_cache import CacheItem, build_frame_cache, split_items
 from multitask.data.registry import DATA, TABLES, build_data
+from multitask.decoding import DecoderSpec
+from multitask.engine import compose_config
 
 DEFAULT_TASK = {"msrvtt_qa": "qa"}  # data name -> task when --task is not given; otherwise retrieval
 
@@ -36,9 +38,13 @@ def data_config(args: argparse.Namespace) -> dict:
     if args.root is None and args.data != "synthetic":
         raise SystemExit(f"--root is required for --data {args.data}")
     root = args.root if args.root is not None else synthetic_root(args.layout, args.seed)
-    return {"name": args.data, "root": str(root), "seed": args.seed, "num_frames": args.num_frames,
-            "image_size": args.image_size, "on_bad_video": "skip", "layout": args.layout,
-            "video_root": args.video_root, "generator": args.generator, "frame_cache": None}
+    overrides = [f"data={args.data}", f"data.root={root}", f"data.seed={args.seed}", "data.on_bad_video=skip",
+                 f"data.num_frames={args.num_frames}", f"data.image_size={args.image_size}"]
+    cfg = compose_config(overrides)["data"]
+    extra = {"video_root": str(args.video_root) if args.video_root else None} if "video_root" in cfg else {}
+    synthetic = {"layout": args.layout, "generator": {**cfg["generator"], **args.generator}} \
+        if args.data == "synthetic" else {}
+    return {**cfg, **extra, **synthetic}
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,7 +77,7 @@ def main() -> None:
             for item in split_items(split):
                 items.setdefault(item.video_id, item)
     written, failed = build_frame_cache(args.out, list(items.values()), args.num_frames, args.image_size,
-                                        args.workers)
+                                        DecoderSpec(cfg["decoder"], cfg["decode_timeout_s"]), args.workers)
     bad.update(failed)
     print(f"{args.out}: {written} videos written, {len(items) - written - len(failed)} already cached, "
           f"{len(bad)} bad videos left out")

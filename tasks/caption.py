@@ -14,6 +14,7 @@ from multitask.caption_tokenizer import BOS, EOS, FILE_NAME, PAD, CaptionTokeniz
 from multitask.dist import broadcast_object, gather_objects, rank, world_size
 from multitask.emcl import EMCL
 from multitask.encoding import encode_videos, shard
+from multitask.errors import ConfigError
 from multitask.losses import global_mean_cross_entropy, paired_emcl
 from multitask.metrics import caption_metrics
 from multitask.task import Shared, Task, register_task
@@ -115,16 +116,19 @@ class CaptionTask(Task):
     @torch.no_grad()
     def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int) -> EvalResult:
         """Caption every test video (each rank a shard), score against all its references on rank 0."""
-        frames, mask = encode_videos(self.backbone, data.test, device, eval_cfg["batch_size"], num_workers)
+        videos = encode_videos(self.backbone, data.test, device, eval_cfg["batch_size"], num_workers)
+        keep, all_ids = videos.kept(), data.test.video_ids()
+        frames, mask = videos.frames[keep], videos.mask[keep]  # the videos that loaded: (V, T, D), (V, T)
         video = self.video_features(frames, mask, eval_cfg["block_size"])  # (V, D), same on every rank
-        mine = shard(len(data.test), rank(), world_size())
+        mine = shard(len(keep), rank(), world_size())
         texts = gather_objects(self.generate(frames[mine.start: mine.stop], mask[mine.start: mine.stop],
                                              video[mine.start: mine.stop], eval_cfg["batch_size"]))
-        ids = data.test.video_ids()
-        captions = list(data.test.rows["captions"])
+        ids = [all_ids[i] for i in keep]
+        captions = [data.test.rows[i]["captions"] for i in keep]
         metrics = caption_metrics(dict(zip(ids, texts)), dict(zip(ids, captions))) if rank() == 0 else None
         predictions = [{"image_id": v, "caption": t} for v, t in zip(ids, texts)]
-        return EvalResult(broadcast_object(metrics), len(ids), predictions)
+        skipped = {all_ids[i]: why for i, why in videos.failed.items()}
+        return EvalResult(broadcast_object(metrics), len(ids), predictions, skipped=skipped)
 
 
 def caption_tokenizer(task_cfg: dict, data: TaskData | None, assets: Path | None) -> CaptionTokenizer:
@@ -134,7 +138,7 @@ def caption_tokenizer(task_cfg: dict, data: TaskData | None, assets: Path | None
     if task_cfg["tokenizer"]:
         return CaptionTokenizer.load(task_cfg["tokenizer"])
     if data is None:
-        raise ValueError("task=caption needs a tokenizer: a checkpoint holding one, task.tokenizer, or training data")
+        raise ConfigError("task=caption needs a tokenizer: a checkpoint holding one, task.tokenizer, or training data")
     proto = train_tokenizer(data.train.captions()[0], task_cfg["vocab_size"]) if rank() == 0 else None
     return CaptionTokenizer(broadcast_object(proto))
 

@@ -53,7 +53,8 @@ class MultiTask(Task):
         metrics = {f"{name}/{k}": v for name, r in results.items() for k, v in r.metrics.items()}
         predictions = [{"task": name, **record} for name, r in results.items() for record in r.predictions]
         similarity = results["retrieval"].similarity if "retrieval" in results else None
-        return EvalResult(metrics, sum(r.num_samples for r in results.values()), predictions, similarity)
+        skipped = {f"{name}/{video}": why for name, r in results.items() for video, why in r.skipped.items()}
+        return EvalResult(metrics, sum(r.num_samples for r in results.values()), predictions, similarity, skipped)
 
 
 @register_task("multi")

@@ -12,6 +12,7 @@ from torch import nn
 from multitask.backbone import VideoTextBackbone, masked_mean
 from multitask.emcl import EMCL
 from multitask.encoding import encode_texts, encode_videos
+from multitask.errors import ConfigError
 from multitask.losses import global_mean_cross_entropy, paired_emcl
 from multitask.metrics import qa_metrics
 from multitask.task import Shared, Task, register_task
@@ -33,7 +34,7 @@ def save_answers(answers: list[str], folder: Path) -> None:
 def load_answers(path: Path) -> list[str]:
     answers = json.loads(Path(path).read_text())
     if not isinstance(answers, list) or not answers:
-        raise ValueError(f"{path}: expected a non-empty JSON list of answers")
+        raise ConfigError(f"{path}: expected a non-empty JSON list of answers")
     return [str(a) for a in answers]
 
 
@@ -102,11 +103,12 @@ class QATask(Task):
     @torch.no_grad()
     def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int) -> EvalResult:
         """Encode each test video once and every question, classify, score the top answers."""
-        rows = data.test.rows
-        videos = data.test.videos()
-        frames, mask = encode_videos(self.backbone, videos, device, eval_cfg["batch_size"], num_workers)
-        position = {v: i for i, v in enumerate(videos.video_ids())}
-        video = masked_mean(frames, mask)[[position[v] for v in rows["video_id"]]]  # (Q, D)
+        clips = data.test.videos()
+        videos = encode_videos(self.backbone, clips, device, eval_cfg["batch_size"], num_workers)
+        position = {v: i for i, v in enumerate(clips.video_ids())}
+        rows = data.test.rows  # the questions about videos that loaded
+        rows = rows.select([q for q, v in enumerate(rows["video_id"]) if position[v] not in videos.failed])
+        video = masked_mean(videos.frames, videos.mask)[[position[v] for v in rows["video_id"]]]  # (Q, D)
         question = encode_texts(self.backbone, list(rows["question"]), eval_cfg["batch_size"])  # (Q, D)
         top = self.logits(video, question, eval_cfg["block_size"]).topk(min(5, len(self.answers)), dim=-1).indices
         ranked = [[self.answers[i] for i in row] for row in top.tolist()]
@@ -114,7 +116,8 @@ class QATask(Task):
         predictions = [{"question_id": q, "video_id": v, "question": text, "prediction": r[0], "answer": a,
                         "category": k} for q, v, text, r, a, k in
                        zip(rows["question_id"], rows["video_id"], rows["question"], ranked, truth, kinds)]
-        return EvalResult(qa_metrics(ranked, truth, kinds), len(truth), predictions)
+        skipped = {clips.video_ids()[i]: why for i, why in videos.failed.items()}
+        return EvalResult(qa_metrics(ranked, truth, kinds), len(truth), predictions, skipped=skipped)
 
 
 def qa_answers(task_cfg: dict, data: TaskData | None, assets: Path | None) -> list[str]:
@@ -122,7 +125,7 @@ def qa_answers(task_cfg: dict, data: TaskData | None, assets: Path | None) -> li
     if assets is not None and (Path(assets) / ANSWERS_FILE).is_file():
         return load_answers(Path(assets) / ANSWERS_FILE)
     if data is None:
-        raise ValueError("task=qa needs an answer vocabulary: a checkpoint holding one, or training data")
+        raise ConfigError("task=qa needs an answer vocabulary: a checkpoint holding one, or training data")
     return answer_vocabulary(list(data.train.rows["answer"]), task_cfg["num_answers"])
 
 

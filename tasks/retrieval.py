@@ -39,15 +39,19 @@ class RetrievalTask(Task):
     def evaluate(self, data: TaskData, device: torch.device, eval_cfg: dict, num_workers: int) -> EvalResult:
         """Encode every test video and caption once, score them blockwise through the bridge, rank."""
         batch_size = eval_cfg["batch_size"]
-        frames, mask = encode_videos(self.backbone, data.test, device, batch_size, num_workers)  # (V, T, D), (V, T)
-        texts, counts = data.test.captions()
+        videos = encode_videos(self.backbone, data.test, device, batch_size, num_workers)
+        keep, ids = videos.kept(), data.test.video_ids()
+        groups = [data.test.rows[i]["captions"] for i in keep]  # the captions of the videos that loaded
+        texts, counts = [c for g in groups for c in g], [len(g) for g in groups]
         text = encode_texts(self.backbone, texts, batch_size)  # (Q, D)
-        sim = self.scorer.blockwise(text, frames, mask, eval_cfg["block_size"]).cpu()  # (Q, V)
+        sim = self.scorer.blockwise(text, videos.frames[keep], videos.mask[keep], eval_cfg["block_size"]).cpu()
         dsl = dsl_temperature(eval_cfg, float(self.backbone.logit_scale()))
-        metrics = retrieval_report(sim, counts, eval_cfg["inverted_softmax"], data.attributes, dsl)
-        video_ids = data.test.video_ids()
+        attributes = [data.attributes[i] for i in keep] if data.attributes is not None else None
+        metrics = retrieval_report(sim, counts, eval_cfg["inverted_softmax"], attributes, dsl)  # sim: (Q, V)
+        video_ids = [ids[i] for i in keep]
         text_ids = [f"{v}#{k}" for v, n in zip(video_ids, counts) for k in range(n)]
-        return EvalResult(metrics, len(texts), similarity=Similarity(sim, text_ids, video_ids))
+        skipped = {ids[i]: why for i, why in videos.failed.items()}
+        return EvalResult(metrics, len(texts), similarity=Similarity(sim, text_ids, video_ids), skipped=skipped)
 
 
 @register_task("retrieval")

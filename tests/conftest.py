@@ -2,6 +2,7 @@
 it (trained once, shared by the end-to-end, task and tool tests), and composed configs."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf
 
 from multitask.backbone import VideoTextBackbone
 from multitask.data.synthetic import generate_synthetic
+from multitask.decoding import DecoderSpec
 from multitask.engine import compose_config
 
 TINY = dict(num_train=40, num_val=4, num_test=24, num_retrieval_test=16, min_frames=6, max_frames=12)
@@ -45,6 +47,11 @@ def compose(*overrides: str) -> dict:
     return compose_config(list(overrides))
 
 
+def data_config(group: str, root, **overrides) -> dict:
+    """The ``data`` group of ``data=<group>`` as composed, at ``root``, with ``overrides``."""
+    return {**compose(f"data={group}", "data.root=unset")["data"], "root": str(root), **overrides}
+
+
 def full_config(partial: dict, *overrides: str) -> dict:
     """``partial`` (nested dicts) merged over the composed config of its ``task.name`` and ``overrides``."""
     name = partial.get("task", {}).get("name", "retrieval")
@@ -61,13 +68,16 @@ def tiny_backbone(**overrides) -> VideoTextBackbone:
     return VideoTextBackbone(**{**TINY_BACKBONE, **overrides})
 
 
+DECODER = DecoderSpec("multitask.video_io", 60.0)  # the data configs' decoder and time limit
+
 REPO = Path(__file__).resolve().parents[1]
 GEN = "data.generator={num_train:40,num_val:4,num_test:24,num_retrieval_test:16,min_frames:6,max_frames:12}"
 
 
-def run_train(*overrides: str) -> subprocess.CompletedProcess:
+def run_train(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(REPO / "train.py"), *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")

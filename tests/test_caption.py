@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import full_config
 import torch
+from conftest import full_config
 
 from multitask import java
 from multitask.caption_tokenizer import BOS, EOS, PAD, CaptionTokenizer, train_tokenizer

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from conftest import data_config
 
 from multitask.data.checks import BadVideoError
 from multitask.data.msrvtt import retrieval_tables
@@ -9,10 +10,7 @@ from multitask.data.tables import AnnotationError
 
 
 def data_cfg(root, **overrides):
-    cfg = dict(name="msrvtt", root=str(root), seed=0, num_frames=4, image_size=32, max_words=16,
-               on_bad_video="error", train_list="9k")
-    cfg.update(overrides)
-    return cfg
+    return data_config("msrvtt", root, **{"num_frames": 4, "image_size": 32, "max_words": 16, **overrides})
 
 
 def test_tables_follow_the_lists(tiny_root):

@@ -6,10 +6,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import full_config
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import full_config
 
 from multitask.caption_tokenizer import CaptionTokenizer, train_tokenizer
 from multitask.emcl import EMCL

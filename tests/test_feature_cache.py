@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GEN, REPO, compose, run_train
 from datasets import Dataset
 from safetensors.torch import load_file
 
@@ -18,9 +19,8 @@ from multitask.backbone import build_backbone
 from multitask.data.feature_cache import FeatureCache, FeatureCacheError
 from multitask.data.frame_cache import FrameCacheError
 from multitask.engine import check_feature_cache
-from multitask.video import load_clip, probe_video
-
-from conftest import GEN, REPO, compose, run_train
+from multitask.video import load_clip
+from multitask.video_io import probe_video
 
 MODEL = {**compose()["model"], "freeze_backbone": True}  # the tiny model: spacetime readout, mean pooling
 DATA = {"max_words": 32, "num_frames": 4, "image_size": 32}

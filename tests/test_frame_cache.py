@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DECODER, TINY, data_config
 
 from multitask.data.frame_cache import MANIFEST, CacheItem, FrameCache, FrameCacheError, build_frame_cache, file_name
 from multitask.data.registry import build_data
 from multitask.data.synthetic import generate_synthetic
-from multitask.video import load_clip, probe_video
-
-from conftest import TINY
+from multitask.video import load_clip
+from multitask.video_io import probe_video
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 NUM_FRAMES, IMAGE_SIZE = 10, 32  # the tiny clips have 6-12 frames: some are padded
@@ -32,8 +32,8 @@ def run_script(name: str, *args: str, env: dict | None = None) -> subprocess.Com
 
 
 def data_cfg(root: Path, **overrides) -> dict:
-    return {"name": "msrvtt", "root": str(root), "seed": 0, "num_frames": NUM_FRAMES, "image_size": IMAGE_SIZE,
-            "max_words": 16, "on_bad_video": "error", "train_list": "9k", **overrides}
+    return data_config("msrvtt", root, **{"num_frames": NUM_FRAMES, "image_size": IMAGE_SIZE, "max_words": 16,
+                                          **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def items(root: Path, ids: list[str], max_seconds: float | None = None) -> list[
 @pytest.mark.parametrize("max_seconds", [None, 0.5])
 def test_cached_clips_equal_decoded_ones(tiny_root, tmp_path, max_seconds):
     todo = items(tiny_root, [f"video{i}" for i in range(12)], max_seconds)
-    written, bad = build_frame_cache(tmp_path, todo, NUM_FRAMES, IMAGE_SIZE, show_progress=False)
+    written, bad = build_frame_cache(tmp_path, todo, NUM_FRAMES, IMAGE_SIZE, DECODER, show_progress=False)
     assert (written, bad) == (12, {})
     cache = FrameCache(tmp_path, NUM_FRAMES, IMAGE_SIZE, rebuild="")
     real = []
@@ -78,7 +78,7 @@ def test_file_names_are_safe_and_distinct():
 def test_datasets_read_the_cache(tiny_root, frame_cache):
     plain = build_data("retrieval", data_cfg(tiny_root), show_progress=False)
     cached = build_data("retrieval", data_cfg(tiny_root, frame_cache=str(frame_cache)), show_progress=False)
-    assert cached.train.frame_cache is not None and cached.test.frame_cache is not None
+    assert cached.train.stored is not None and cached.test.stored is not None
     for i in range(len(plain.test)):  # evaluation: identical items
         a, b = plain.test[i], cached.test[i]
         assert a["text"] == b["text"] and torch.equal(a["video"], b["video"])
@@ -92,7 +92,7 @@ def test_datasets_read_the_cache(tiny_root, frame_cache):
 def test_qa_videos_read_the_cache(tiny_root, frame_cache):
     plain = build_data("qa", data_cfg(tiny_root), show_progress=False).test.videos()
     cached = build_data("qa", data_cfg(tiny_root, frame_cache=str(frame_cache)), show_progress=False).test.videos()
-    assert cached.frame_cache is not None and len(cached) == len(plain)
+    assert cached.stored is not None and len(cached) == len(plain)
     for i in range(len(plain)):
         assert torch.equal(plain[i]["video"], cached[i]["video"])
 
@@ -123,10 +123,10 @@ def test_didemo_window_and_odd_ids(tmp_path):
             for v, seconds in zip(s.rows["video_id"], s.rows["max_seconds"])]
     assert {item.max_seconds for item in todo} == {30.0} and any("@" in item.video_id for item in todo)
     whole = [CacheItem(item.video_id, item.path, item.info) for item in todo]
-    build_frame_cache(tmp_path / "cache", whole, NUM_FRAMES, IMAGE_SIZE, show_progress=False)  # no window
+    build_frame_cache(tmp_path / "cache", whole, NUM_FRAMES, IMAGE_SIZE, DECODER, show_progress=False)  # no window
     with pytest.raises(FrameCacheError, match="another max_seconds window.*cache_frames.py --data didemo"):
         build_data("retrieval", cfg, show_progress=False)
-    written, _ = build_frame_cache(tmp_path / "cache", todo, NUM_FRAMES, IMAGE_SIZE, show_progress=False)
+    written, _ = build_frame_cache(tmp_path / "cache", todo, NUM_FRAMES, IMAGE_SIZE, DECODER, show_progress=False)
     assert written == len(todo)  # a cached video with another window is redone
     cached = build_data("retrieval", cfg, show_progress=False)
     for i in range(len(plain.test)):
@@ -135,18 +135,18 @@ def test_didemo_window_and_odd_ids(tmp_path):
 
 def test_build_resumes(tiny_root, tmp_path):
     todo = items(tiny_root, [f"video{i}" for i in range(6)])
-    assert build_frame_cache(tmp_path, todo, NUM_FRAMES, IMAGE_SIZE, show_progress=False) == (6, {})
+    assert build_frame_cache(tmp_path, todo, NUM_FRAMES, IMAGE_SIZE, DECODER, show_progress=False) == (6, {})
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.npy")}
-    assert build_frame_cache(tmp_path, todo, NUM_FRAMES, IMAGE_SIZE, show_progress=False) == (0, {})
+    assert build_frame_cache(tmp_path, todo, NUM_FRAMES, IMAGE_SIZE, DECODER, show_progress=False) == (0, {})
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.npy")} == stamps
     (tmp_path / file_name("video2")).unlink()  # an interrupted build, or a lost file: redone alone
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     bad_item = CacheItem("broken", str(broken), todo[0].info)
-    written, bad = build_frame_cache(tmp_path, [*todo, bad_item], NUM_FRAMES, IMAGE_SIZE, show_progress=False)
+    written, bad = build_frame_cache(tmp_path, [*todo, bad_item], NUM_FRAMES, IMAGE_SIZE, DECODER, show_progress=False)
     assert written == 1 and list(bad) == ["broken"]
     with pytest.raises(FrameCacheError, match="use another --out"):
-        build_frame_cache(tmp_path, todo, NUM_FRAMES, 48, show_progress=False)
+        build_frame_cache(tmp_path, todo, NUM_FRAMES, 48, DECODER, show_progress=False)
 
 
 def test_bench_video_quick_json(tmp_path):
@@ -154,5 +154,8 @@ def test_bench_video_quick_json(tmp_path):
     run_script("bench_video.py", "--clips", 2, "--rounds", 1, "--frames", 24, "--size", 64, "--num-frames", 4,
                "--image-size", 32, "--json", out, env={"EMCL_CACHE": str(tmp_path / "cache")})
     result = json.loads(out.read_text())
-    assert set(result["clips_per_second"]) == {"decode-all", "loader", "frame cache"}
-    assert result["loader_vs_decode_all"] > 0 and result["cache_vs_decode"] > 0
+    rates = result["clips_per_second"]
+    assert set(rates) == {"decode-all", "loader", "loader, in process", "frame cache"}
+    assert result["loader_vs_decode_all"] == pytest.approx(rates["loader"] / rates["decode-all"])
+    assert result["cache_vs_decode"] == pytest.approx(rates["frame cache"] / rates["loader"])
+    assert result["isolation_cost"] == pytest.approx(rates["loader, in process"] / rates["loader"])

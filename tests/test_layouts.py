@@ -7,21 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DECODER, TINY, data_config
 
 from multitask.data import activitynet, didemo, lsmdc, msvd
 from multitask.data.registry import build_data
 from multitask.data.synthetic import generate_synthetic
 from multitask.data.tables import AnnotationError
 from multitask.data.video_index import index_videos
-from multitask.video import VideoInfo, usable_frames
 from multitask.metrics import retrieval_report
-
-from conftest import TINY
+from multitask.video import usable_frames
+from multitask.video_io import VideoInfo
 
 
 def data_cfg(layout: str, root: Path, **overrides) -> dict:
-    return {"name": layout, "root": str(root), "seed": 0, "num_frames": 4, "image_size": 32, "max_words": 16,
-            "on_bad_video": "error", **overrides}
+    return data_config(layout, root, **{"num_frames": 4, "image_size": 32, "max_words": 16, **overrides})
 
 
 @pytest.fixture(scope="module", params=["activitynet", "lsmdc", "msvd", "didemo"])
@@ -149,7 +148,7 @@ def test_doctor_reports_repeated_and_uncaptioned_ids_of_id_lists(tmp_path):
     root = generate_synthetic(tmp_path / "anet", seed=0, show_progress=False, layout="activitynet", **TINY)
     ids = json.loads((root / "train_ids.json").read_text())
     (root / "train_ids.json").write_text(json.dumps(ids + [ids[0], "v_neverCaptioned"]))
-    report = diagnose("activitynet", root, show_progress=False)
+    report = diagnose("activitynet", root, DECODER, show_progress=False)
     assert f"retrieval train: 1 ids appear more than once in the id list, e.g. {ids[0]}" in report.problems
     assert ("retrieval train: 2 listed ids have no captions, e.g. v_synNoCaptiontrain, v_neverCaptioned"
             in report.problems)  # the generator writes one such id per split, as the real lists hold them

@@ -4,10 +4,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import GEN, run_train
 
 import multitask
 from multitask.data.sampler import MixedBatchSampler
-from conftest import GEN, run_train
 
 
 def test_mixed_batches_are_single_task_deterministic_and_proportional():

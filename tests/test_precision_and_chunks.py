@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_distributed import ANSWERS, build, global_batch, step
 
 from multitask.caption_tokenizer import CaptionTokenizer, train_tokenizer
 from multitask.emcl import EMCL
 from multitask.engine import make_accelerator
 from multitask.similarity import VideoTextScorer
-
-from test_distributed import ANSWERS, build, global_batch, step
 
 
 @pytest.fixture
@@ -52,9 +51,9 @@ def test_chunks_apply_only_when_training_with_gradient():
 
 
 def test_bad_chunk_count_is_refused():
-    from multitask.backbone import build_backbone
-
     from conftest import compose
+
+    from multitask.backbone import build_backbone
 
     TINY = compose()["model"]
     with pytest.raises(ValueError, match="contrastive_chunks must be >= 1"):

@@ -4,9 +4,8 @@ import logging
 import open_clip
 import pytest
 import torch
-from open_clip.transformer import QuickGELU
-
 from conftest import tiny_backbone
+from open_clip.transformer import QuickGELU
 
 from multitask.backbone import VideoTextBackbone
 from multitask.pretrained import weights_quick_gelu

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import full_config
 import torch
+from conftest import full_config
 
 from multitask.data.msrvtt_qa import qa_tables
 from multitask.data.tables import AnnotationError

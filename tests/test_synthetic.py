@@ -13,7 +13,12 @@ import pytest
 decord = pytest.importorskip("decord")
 
 from multitask.data.synthetic import (  # noqa: E402
-    COLOURS, DIRECTIONS, MARKER, SHAPE_WORDS, _balanced_combos, generate_synthetic,
+    COLOURS,
+    DIRECTIONS,
+    MARKER,
+    SHAPE_WORDS,
+    _balanced_combos,
+    generate_synthetic,
 )
 
 SMALL = dict(num_train=24, num_val=4, num_test=12, num_retrieval_test=8, show_progress=False)

@@ -7,7 +7,6 @@ import sys
 import pytest
 import torch
 import transformers
-
 from conftest import GEN, REPO, run_train
 
 EXPECTED = {"caption": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"},

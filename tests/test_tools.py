@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DECODER
 
 import multitask
 from multitask.emcl import emcl_similarity
@@ -87,17 +88,20 @@ def test_api_embeddings_and_wrong_head(checkpoints, clips):
 
 def test_index_goes_on_past_a_file_that_fails_after_the_probe(checkpoints, clips, tmp_path, monkeypatch):
     import multitask.api as api
+    from multitask.decoding import DecodeError
     from multitask.search_index import update_index
 
     real = api.load_clip
+
     def damaged_in_the_middle(path, *args, **kwargs):
         if path.endswith("video45.mp4"):
-            raise RuntimeError("corrupt packet at frame 57")
+            raise DecodeError("RuntimeError: corrupt packet at frame 57")
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(api, "load_clip", damaged_in_the_middle)
     model = multitask.load(checkpoints["retrieval"])
-    summary = update_index(model.encode_frames, str(model.checkpoint), clips, tmp_path / "index", batch_size=4)
+    summary = update_index(model.encode_frames, str(model.checkpoint), clips, tmp_path / "index", model.decoder,
+                           batch_size=4)
     assert summary["added"] == 5 and len(summary["failed"]) == 2
     reason = summary["failed"][str((clips / "video45.mp4").resolve())]
     assert reason == "undecodable while loading (RuntimeError: corrupt packet at frame 57)"
@@ -151,10 +155,10 @@ def test_doctor_checks_retrieval_with_the_7k_list_and_reports_every_task(tiny_co
     from multitask.doctor import diagnose
 
     (tiny_copy / "MSRVTT_train.9k.csv").rename(tiny_copy / "MSRVTT_train.7k.csv")
-    report = diagnose("msrvtt", tiny_copy, show_progress=False)
+    report = diagnose("msrvtt", tiny_copy, DECODER, show_progress=False)
     assert not report.problems and "no MSRVTT_train.9k.csv: retrieval checked with MSRVTT_train.7k.csv" in report.lines
     (tiny_copy / "msrvtt_qa" / "train_qa.json").write_text('[{"question": "what?", "answer": "x", "video_id": 1, '
                                                            '"id": "not-a-number"}]')
-    report = diagnose("msrvtt", tiny_copy, show_progress=False)
+    report = diagnose("msrvtt", tiny_copy, DECODER, show_progress=False)
     assert len(report.problems) == 1 and report.problems[0].startswith("qa: ")
     assert any(line.startswith("caption: train") for line in report.lines)  # the other tasks were still checked

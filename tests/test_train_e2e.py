@@ -11,6 +11,7 @@ from conftest import GEN, REPO, run_train
 from multitask.metrics import retrieval_metrics
 from multitask.runlog import read_similarity
 
+
 @pytest.fixture(scope="module")
 def trained(e2e_run):
     return e2e_run("retrieval")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from multitask.video import CLIP_MEAN, CLIP_STD, VideoInfo, load_clip, pad_frames, probe_video, sample_indices
+from multitask.video import CLIP_MEAN, CLIP_STD, load_clip, pad_frames, sample_indices
+from multitask.video_io import VideoInfo, probe_video
 
 
 def test_sample_indices_centres_and_random_segments():
@@ -96,9 +97,9 @@ def test_probe_tolerates_a_few_overcounted_frames_only(monkeypatch, tiny_root, e
     """A container claiming a few frames more than decode is usable with the frames it has; many more is not."""
     import types
 
-    import multitask.video as video
+    import multitask.video_io as video_io
 
-    real = video._decord()
+    real = video_io._decord()
 
     class Overcounting:
         def __init__(self, path, **kwargs):
@@ -117,7 +118,7 @@ def test_probe_tolerates_a_few_overcounted_frames_only(monkeypatch, tiny_root, e
 
     path = str(tiny_root / "videos" / "all" / "video0.mp4")
     true_count = probe_video(path).num_frames
-    monkeypatch.setattr(video, "_decord", lambda: types.SimpleNamespace(VideoReader=Overcounting))
+    monkeypatch.setattr(video_io, "_decord", lambda: types.SimpleNamespace(VideoReader=Overcounting))
     info = probe_video(path)
     if extra > 4:
         assert info == "undecodable (RuntimeError: Error reading frame past the end)"

@@ -6,15 +6,17 @@ import logging
 import os
 from pathlib import Path
 
+from multitask.decoding import DecoderSpec, map_decoded
+from multitask.errors import ConfigError, DataError
 from multitask.files import atomic_write_text
-from multitask.video import VideoInfo, probe_videos
+from multitask.video_io import VideoInfo
 
 logger = logging.getLogger(__name__)
 
 POLICIES = ("error", "skip")
 
 
-class BadVideoError(RuntimeError):
+class BadVideoError(DataError):
     """Raised before training when ``data.on_bad_video=error`` and some videos are unusable."""
 
 
@@ -33,8 +35,10 @@ def _load_cache(cache_file: Path) -> dict:
         return {}
 
 
-def probe_with_cache(paths: list[str], cache_file: Path, show_progress: bool) -> dict[str, VideoInfo | str]:
-    """probe_videos, skipping files whose size and mtime match the cached probe."""
+def probe_with_cache(paths: list[str], cache_file: Path, spec: DecoderSpec,
+                     show_progress: bool) -> dict[str, VideoInfo | str]:
+    """The quick probe (first and last frame) of every path, skipping files whose size and mtime match the
+    cached probe."""
     cache, results, todo = _load_cache(cache_file), {}, []
     for path in paths:
         entry, stamp = cache.get(path), _stamp(path)
@@ -42,7 +46,7 @@ def probe_with_cache(paths: list[str], cache_file: Path, show_progress: bool) ->
             results[path] = VideoInfo(*entry["info"])
         else:
             todo.append(path)
-    results.update(probe_videos(todo, show_progress=show_progress))
+    results.update(map_decoded("probe_video", todo, spec, show_progress=show_progress))
     for path in todo:
         if isinstance(results[path], VideoInfo):  # only good files are cached: bad ones are re-checked
             info = results[path]
@@ -52,15 +56,15 @@ def probe_with_cache(paths: list[str], cache_file: Path, show_progress: bool) ->
     return results
 
 
-def check_videos(paths: list[str], cache_file: Path, policy: str,
+def check_videos(paths: list[str], cache_file: Path, policy: str, spec: DecoderSpec,
                  show_progress: bool = True) -> tuple[dict[str, VideoInfo], dict[str, str]]:
     """Probe every video once. Returns (info of good files, reason for each bad file).
 
     ``policy='error'`` raises BadVideoError naming every bad file; ``'skip'`` logs them and returns.
     """
     if policy not in POLICIES:
-        raise ValueError(f"unknown data.on_bad_video {policy!r}; known: {', '.join(POLICIES)}")
-    results = probe_with_cache(sorted(set(paths)), cache_file, show_progress)
+        raise ConfigError(f"unknown data.on_bad_video {policy!r}; known: {', '.join(POLICIES)}")
+    results = probe_with_cache(sorted(set(paths)), cache_file, spec, show_progress)
     good = {p: r for p, r in results.items() if isinstance(r, VideoInfo)}
     bad = {p: r for p, r in results.items() if not isinstance(r, VideoInfo)}
     if bad and policy == "error":

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from multitask.data.frame_cache import FrameCacheError, StoredClips, save_array
-from multitask.video import VideoInfo, pad_frames
+from multitask.video import pad_frames
+from multitask.video_io import VideoInfo
 
 REBUILD = "python scripts/cache_features.py DIR <the run's model and data overrides>"
 

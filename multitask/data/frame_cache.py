@@ -18,23 +18,24 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from multitask.decoding import DecoderSpec, iter_decoded
+from multitask.errors import DataError
 from multitask.files import atomic_path, atomic_write_text
-from multitask.video import VideoInfo, decode_frames, frames_to_clip
+from multitask.video import frame_request, frames_to_clip
+from multitask.video_io import VideoInfo
 
 MANIFEST = "manifest.json"
 SAVE_EVERY = 50  # videos between manifest rewrites while building
 
 
-class FrameCacheError(ValueError):
+class FrameCacheError(DataError):
     """A frame cache that does not match the run's frames or image size, or lacks videos the run needs."""
 
 
@@ -147,20 +148,14 @@ def open_frame_cache(cfg: dict, task: str) -> FrameCache:
     return FrameCache(cfg["frame_cache"], cfg["num_frames"], cfg["image_size"], rebuild_command(cfg, task))
 
 
-def cache_video(out: Path, item: CacheItem, num_frames: int, image_size: int) -> dict:
-    """Decode one video's segment-centre frames and write them atomically; returns its manifest entry."""
-    raw = decode_frames(item.path, item.info, num_frames, image_size, max_seconds=item.max_seconds)  # (t, h, w, 3)
-    name = save_array(out, item.video_id, raw)
-    return {"file": name, "frames": int(raw.shape[0]), "max_seconds": item.max_seconds}
-
-
 def _done(out: Path, entry: dict | None, item: CacheItem) -> bool:
     return entry is not None and entry["max_seconds"] == item.max_seconds and (out / entry["file"]).is_file()
 
 
-def build_frame_cache(out: Path, items: Sequence[CacheItem], num_frames: int, image_size: int,
+def build_frame_cache(out: Path, items: Sequence[CacheItem], num_frames: int, image_size: int, decoder: DecoderSpec,
                       workers: int = 4, show_progress: bool = True) -> tuple[int, dict[str, str]]:
-    """Cache every item not cached yet (resumable). Returns (videos written, reason per video that failed)."""
+    """Cache every item not cached yet (resumable): each video's segment-centre frames, decoded in ``workers``
+    isolated decoders and written atomically. Returns (videos written, reason per video that failed)."""
     out.mkdir(parents=True, exist_ok=True)
     videos: dict[str, dict] = {}
     if (out / MANIFEST).is_file():
@@ -171,16 +166,16 @@ def build_frame_cache(out: Path, items: Sequence[CacheItem], num_frames: int, im
         videos = manifest["videos"]
     todo = [item for item in items if not _done(out, videos.get(item.video_id), item)]
     bad: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # decord decodes without holding the GIL
-        futures = {pool.submit(cache_video, out, item, num_frames, image_size): item for item in todo}
-        done = tqdm(as_completed(futures), total=len(futures), desc="caching frames", disable=not show_progress)
-        for n, future in enumerate(done, 1):
-            item = futures[future]
-            try:
-                videos[item.video_id] = future.result()
-            except Exception as err:  # decord raises its own DECORDError and RuntimeError variants
-                bad[item.video_id] = f"{type(err).__name__}: {err}"[:200]
-            if n % SAVE_EVERY == 0:
-                write_manifest(out, num_frames, image_size, videos)
+    calls = [frame_request(i.path, i.info, num_frames, image_size, max_seconds=i.max_seconds) for i in todo]
+    for n, (k, raw) in enumerate(iter_decoded("read_frames", calls, decoder, workers, show_progress,
+                                              "caching frames"), 1):
+        item = todo[k]
+        if isinstance(raw, str):  # the reason it failed
+            bad[item.video_id] = raw
+        else:  # (t, h, w, 3) uint8
+            name = save_array(out, item.video_id, raw)
+            videos[item.video_id] = {"file": name, "frames": int(raw.shape[0]), "max_seconds": item.max_seconds}
+        if n % SAVE_EVERY == 0:
+            write_manifest(out, num_frames, image_size, videos)
     write_manifest(out, num_frames, image_size, videos)
     return len(todo) - len(bad), bad

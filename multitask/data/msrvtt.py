@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 
 from multitask.data.tables import AnnotationError, cached_table, read_csv, read_json, require_fields
+from multitask.errors import ConfigError
 
 TRAIN_LISTS = {"9k": "MSRVTT_train.9k.csv", "7k": "MSRVTT_train.7k.csv"}
 TEST_FILE = "MSRVTT_JSFUSION_test.csv"
@@ -69,7 +70,7 @@ def _test_rows(root: Path) -> list[dict]:
 def retrieval_tables(root: Path, train_list: str = "9k") -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train rows, 1k-A test rows), each row ``{"video_id": str, "captions": list[str]}``."""
     if train_list not in TRAIN_LISTS:
-        raise ValueError(f"unknown data.train_list {train_list!r}; known: {', '.join(TRAIN_LISTS)}")
+        raise ConfigError(f"unknown data.train_list {train_list!r}; known: {', '.join(TRAIN_LISTS)}")
     list_file = TRAIN_LISTS[train_list]
     train = cached_table(root, f"msrvtt-train-{train_list}", [root / list_file, root / DATA_FILE],
                          lambda: _train_rows(root, list_file))

@@ -19,10 +19,12 @@ from multitask.data import activitynet, didemo, lsmdc, msrvtt, msrvtt_qa, msvd
 from multitask.data.checks import check_videos
 from multitask.data.feature_cache import open_feature_cache
 from multitask.data.frame_cache import StoredClips, open_frame_cache
-from multitask.data.tables import cache_dir
-from multitask.data.video_index import index_videos, indexed_path
 from multitask.data.multi import MultiTaskDataset
-from multitask.data.video_text import QADataset, VideoDataset, VideoTextDataset
+from multitask.data.tables import cache_dir
+from multitask.data.video_index import index_videos, indexed_path, outside
+from multitask.data.video_text import Loading, QADataset, VideoDataset, VideoTextDataset
+from multitask.decoding import DecoderSpec
+from multitask.errors import ConfigError, DataError, MissingInputError
 from multitask.types import TaskData
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 def _existing_root(cfg: dict, show_progress: bool) -> Path:
     root = Path(cfg["root"]).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root={root} does not exist; see the README for the {cfg['name']} layout")
+        raise MissingInputError(f"data.root={root} does not exist; see the README for the {cfg['name']} layout")
     return root
 
 
@@ -102,14 +104,30 @@ def _drop_bad(rows: datasets.Dataset, path_of: Callable[[str], str], infos: dict
     return rows.select([i for i, v in enumerate(rows["video_id"]) if path_of(v) in infos])
 
 
+def video_base(cfg: dict, root: Path) -> Path:
+    """The folder a layout's videos must stay inside (it may itself be a link to another disk)."""
+    if layout_of(cfg) == "msrvtt":
+        return msrvtt.video_dir(root)
+    return Path(cfg.get("video_root") or root).expanduser()
+
+
+def refuse_outside(paths: dict[str, str], root: Path) -> None:
+    """Videos are read only from under the data (or video) root: an id that leads elsewhere is an error."""
+    escaped = outside(paths, root)
+    if escaped:
+        listing = ", ".join(f"{v!r} -> {p}" for v, p in list(escaped.items())[:5])
+        raise DataError(f"{len(escaped)} video ids lead outside {root} (refused: annotations may only name videos "
+                        f"under the data root), e.g. {listing}")
+
+
 def _tables(task: str, cfg: dict) -> Callable:
     if cfg["name"] not in DATA:
-        raise ValueError(f"unknown data {cfg['name']!r}; known: {', '.join(DATA)}")
+        raise ConfigError(f"unknown data {cfg['name']!r}; known: {', '.join(DATA)}")
     layout = layout_of(cfg)
     if layout not in TABLES:
-        raise ValueError(f"unknown data.layout {layout!r}; known: {', '.join(TABLES)}")
+        raise ConfigError(f"unknown data.layout {layout!r}; known: {', '.join(TABLES)}")
     if task not in TABLES[layout]:
-        raise ValueError(f"the {layout} layout has no annotations for task {task!r}; it serves: "
+        raise ConfigError(f"the {layout} layout has no annotations for task {task!r}; it serves: "
                          f"{', '.join(TABLES[layout])}")
     return TABLES[layout][task]
 
@@ -135,9 +153,9 @@ def open_cache(cfg: dict, task: str) -> StoredClips | None:
     if not keys:
         return None
     if len(keys) > 1:
-        raise ValueError("set data.frame_cache or data.feature_cache, not both")
+        raise ConfigError("set data.frame_cache or data.feature_cache, not both")
     if cfg.get("augment"):
-        raise ValueError(f"data.augment=true cannot be used with data.{keys[0]}: the cache holds centre-sampled "
+        raise ConfigError(f"data.augment=true cannot be used with data.{keys[0]}: the cache holds centre-sampled "
                          f"frames at the evaluation size; set data.augment=false or data.{keys[0]}=null")
     return CACHES[keys[0]](cfg, task)
 
@@ -154,12 +172,16 @@ def build_data(task: str, cfg: dict, show_progress: bool = True) -> TaskData:
         (train_rows, lost_train), (test_rows, lost_test) = (_drop_unfound(rows, index, split) for rows, split in
                                                             ((train_rows, "training"), (test_rows, "test")))
         unfound = {**lost_train, **lost_test}
-    paths = [path_of(v) for v in dict.fromkeys(list(train_rows["video_id"]) + list(test_rows["video_id"]))]
-    infos, bad = check_videos(paths, cache_dir(root) / "video_probe.json", cfg["on_bad_video"], show_progress)
+    ids = list(dict.fromkeys(list(train_rows["video_id"]) + list(test_rows["video_id"])))
+    refuse_outside({v: path_of(v) for v in ids}, video_base(cfg, root))
+    paths = [path_of(v) for v in ids]
+    loading = Loading(DecoderSpec(cfg["decoder"], cfg["decode_timeout_s"]), cfg["on_bad_video"])
+    infos, bad = check_videos(paths, cache_dir(root) / "video_probe.json", cfg["on_bad_video"], loading.decoder,
+                              show_progress)
     if bad:
         train_rows, test_rows = (_drop_bad(rows, path_of, infos) for rows in (train_rows, test_rows))
     common = dict(path_of=path_of, infos=infos, num_frames=cfg["num_frames"], image_size=cfg["image_size"],
-                  stored=stored)
+                  loading=loading, stored=stored)
     dataset_class = DATASETS[task]
     train = dataset_class(train_rows, train=True, seed=cfg["seed"], augment=cfg.get("augment", False), **common)
     test = dataset_class(test_rows, train=False, **common)

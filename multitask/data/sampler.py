@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Sampler
 
+from multitask.errors import ConfigError
+
 
 class EpochSampler(Sampler[int]):
     """Random permutation of range(n) drawn from (seed, epoch): identical on every process, and
@@ -41,9 +43,9 @@ class MixedBatchSampler(BatchSampler):
     def __init__(self, sizes: list[int], batch_size: int, seed: int, mixing: str = "proportional",
                  temperature: float = 1.0) -> None:
         if mixing not in MIXING:
-            raise ValueError(f"unknown task.mixing {mixing!r}; known: {', '.join(MIXING)}")
+            raise ConfigError(f"unknown task.mixing {mixing!r}; known: {', '.join(MIXING)}")
         if min(sizes) < batch_size:
-            raise ValueError(f"every dataset needs at least trainer.batch_size={batch_size} samples, got {sizes}")
+            raise ConfigError(f"every dataset needs at least trainer.batch_size={batch_size} samples, got {sizes}")
         self.sizes, self.batch_size, self.drop_last = sizes, batch_size, True
         self.offsets = np.cumsum([0, *sizes[:-1]]).tolist()
         self.sampler = EpochSampler(sum(sizes), seed)  # holds the epoch; accelerate calls its set_epoch

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shutil
 from itertools import product
 from pathlib import Path
@@ -44,13 +45,41 @@ try:
 except ImportError:  # not POSIX: no cross-process lock
     fcntl = None
 
-from multitask.files import atomic_path, atomic_write_text
 from multitask.data.synthetic_layouts import LAYOUTS
-from multitask.data.synthetic_words import (BACKGROUND_WORDS, CAPTION_TEMPLATES, COLOUR_WORDS, COLOURS,
-                                            DIRECTION_ADJECTIVES, DIRECTIONS, MOTION_PATHS, MOTION_VERBS,
-                                            QA_CATEGORY, QUESTION_TEMPLATES, SHAPE_WORDS)
+from multitask.data.synthetic_words import (
+    BACKGROUND_WORDS,
+    CAPTION_TEMPLATES,
+    COLOUR_WORDS,
+    COLOURS,
+    DIRECTION_ADJECTIVES,
+    DIRECTIONS,
+    MOTION_PATHS,
+    MOTION_VERBS,
+    QA_CATEGORY,
+    QUESTION_TEMPLATES,
+    SHAPE_WORDS,
+)
+from multitask.files import atomic_path, atomic_write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trigonometry from basic operations only, so every CPU writes the same bytes
+_SIN_TERMS = [(-1) ** k / math.factorial(2 * k + 1) for k in range(12)]  # Taylor series of sin to x^23
+
+
+def _sin(x: np.ndarray | float) -> np.ndarray:
+    """sin from IEEE basic operations (+, -, *, /, rint), which every CPU rounds alike: numpy's own sin has
+    SIMD variants (AVX512 or not) that differ in the last bit, and a pixel at a rounding edge then flips,
+    and with it the H.264 encoder's decisions. Error < 1e-15 on the arguments used here."""
+    x = np.asarray(x, np.float64)
+    k = np.rint(x / np.pi)
+    r = x - k * np.pi  # |r| <= pi / 2; sin(r + k pi) = (-1)^k sin(r)
+    r2, acc = r * r, np.full_like(r, _SIN_TERMS[-1])
+    for term in reversed(_SIN_TERMS[:-1]):
+        acc = acc * r2 + term
+    return np.where(np.remainder(k, 2) == 0, acc * r, -acc * r)
+
+
+def _cos(x: np.ndarray | float) -> np.ndarray:
+    return _sin(np.asarray(x, np.float64) + np.pi / 2)
 MARKER = ".synthetic_complete.json"
 
 _QA_SPLIT_FILE = {"train": "train_qa.json", "validate": "val_qa.json", "test": "test_qa.json"}
@@ -189,16 +218,16 @@ def _render_background(kind: str, size: int, rng: np.random.Generator) -> np.nda
     """Low-saturation texture, (H, W, 3) float32 in [0, 255]."""
     y, x = (np.mgrid[0:size, 0:size] + 0.5) / size  # (H, W) each, fractions of the frame
     theta = rng.uniform(0, np.pi)
-    u = x * np.cos(theta) + y * np.sin(theta)  # (H, W) coordinate along a random axis
+    u = x * _cos(theta) + y * _sin(theta)  # (H, W) coordinate along a random axis
     if kind == "stripes":
-        t = (np.sin(2 * np.pi * rng.uniform(2.5, 6.0) * u + rng.uniform(0, 2 * np.pi)) > 0).astype(np.float32)
+        t = (_sin(2 * np.pi * rng.uniform(2.5, 6.0) * u + rng.uniform(0, 2 * np.pi)) > 0).astype(np.float32)
     elif kind == "checker":
         cell = int(rng.choice([4, 8, 16])) * size // 64 or 1
         t = ((np.arange(size)[:, None] // cell + np.arange(size)[None, :] // cell) % 2).astype(np.float32)
     elif kind == "gradient":
         t = (u - u.min()) / (u.max() - u.min())
     else:  # "noise": a few random low-frequency waves plus fine grain
-        t = sum(np.sin(2 * np.pi * (rng.uniform(-3, 3) * x + rng.uniform(-3, 3) * y) + rng.uniform(0, 6.3))
+        t = sum(_sin(2 * np.pi * (rng.uniform(-3, 3) * x + rng.uniform(-3, 3) * y) + rng.uniform(0, 6.3))
                 for _ in range(3))
         t = t + rng.normal(0.0, 0.3, (size, size))
         t = (t - t.min()) / (t.max() - t.min())
@@ -244,16 +273,25 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.nda
         return np.maximum(np.abs(dx), np.abs(dy)) <= 0.8 * radius
     if shape == "triangle":  # equilateral, pointing up, circumradius = radius; normals face away from vertices
         angles = np.deg2rad([270.0, 30.0, 150.0])
-        return np.all([dx * np.cos(a) - dy * np.sin(a) <= radius / 2 for a in angles], axis=0)
-    if shape == "star":  # five points, inner radius 0.45 * radius, one tip up
-        sector = 2 * np.pi / 5
-        phi = np.mod(np.arctan2(-dy, dx) - np.pi / 2, sector)
-        phi = np.minimum(phi, sector - phi)  # fold: 0 at a tip, pi/5 at an inner vertex
-        d = np.hypot(dx, dy)
-        px, py = d * np.cos(phi), d * np.sin(phi)
-        qx, qy = 0.45 * radius * np.cos(sector / 2), 0.45 * radius * np.sin(sector / 2)
-        return (qx - radius) * py - qy * (px - radius) >= 0
+        return np.all([dx * _cos(a) - dy * _sin(a) <= radius / 2 for a in angles], axis=0)
+    if shape == "star":  # five points, inner radius 0.45 * radius, one tip up (y points down)
+        angles = np.pi / 2 + np.arange(10) * np.pi / 5  # tips and inner vertices, alternating
+        reach = np.where(np.arange(10) % 2 == 0, radius, 0.45 * radius)
+        return _inside_polygon(dx, dy, reach * _cos(angles), -reach * _sin(angles))
     raise ValueError(f"unknown shape {shape!r}; known: {list(SHAPE_WORDS)}")
+
+
+def _inside_polygon(px: np.ndarray, py: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test of points (px, py) (broadcast) against the polygon (xs, ys)."""
+    px, py = np.broadcast_arrays(px, py)
+    inside = np.zeros(px.shape, bool)
+    for i in range(len(xs)):
+        (x0, y0), (x1, y1) = (xs[i - 1], ys[i - 1]), (xs[i], ys[i])
+        if y0 == y1:
+            continue
+        crosses = (y1 > py) != (y0 > py)
+        inside ^= crosses & (px < (x0 - x1) * (py - y1) / (y0 - y1) + x1)
+    return inside
 
 
 def _render_clip(attrs: dict[str, Any], size: int, rng: np.random.Generator) -> np.ndarray:
@@ -261,7 +299,7 @@ def _render_clip(attrs: dict[str, Any], size: int, rng: np.random.Generator) -> 
     bg = _render_background(attrs["background"], size, rng)  # (H, W, 3)
     num_frames = attrs["num_frames"]
     phase = np.linspace(0, rng.uniform(1, 3), num_frames) + rng.uniform(0, 6.3)
-    flicker = (rng.uniform(0, 4) * np.sin(phase)).astype(np.float32)  # (T,) slow brightness change
+    flicker = (rng.uniform(0, 4) * _sin(phase)).astype(np.float32)  # (T,) slow brightness change
     dis = attrs["distractor"]
     if dis is not None:
         cov = shape_coverage(dis["shape"], np.asarray([dis["centre"]]), dis["radius"], size)[0, ..., None]

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import datasets
 
+from multitask.errors import DataError
 from multitask.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(DataError):
     """A malformed annotation file; the message names the file and the field."""
 
 

@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from multitask.errors import MissingInputError
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".3gp", ".mpg", ".mpeg", ".flv", ".wmv"}
@@ -27,10 +29,22 @@ def video_id(path: str | os.PathLike, root: str | os.PathLike | None = None) -> 
     return str(relative.with_name(strip_last_extension(relative.name) or relative.name))
 
 
+def outside(paths: dict[str, str], root: Path) -> dict[str, str]:
+    """The ids whose video path resolves (symlinks followed) outside ``root``: ``../`` or absolute ids in an
+    annotation file, or a link out of the tree. {id: resolved path}."""
+    base = os.path.realpath(root)
+    found = {}
+    for video_id, path in paths.items():
+        real = os.path.realpath(path)
+        if os.path.commonpath([base, real]) != base:
+            found[video_id] = real
+    return found
+
+
 def index_videos(folder: Path) -> dict[str, str]:
     """Map id -> path for every video file under ``folder``; the first path (sorted) wins a duplicate id."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"video folder {folder} does not exist (set data.video_root)")
+        raise MissingInputError(f"video folder {folder} does not exist (set data.video_root)")
     index: dict[str, str] = {}
     duplicates = 0
     for directory, _, files in sorted(os.walk(folder)):
