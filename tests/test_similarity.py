@@ -60,9 +60,11 @@ def test_batched_blocks_equal_one_call_per_block(monkeypatch):
     mask[2, 1:] = 0
     expected = torch.cat([torch.cat([head(text[i: i + 4], frames[j: j + 4], mask[j: j + 4]) for j in (0, 4)], dim=1)
                           for i in (0, 4, 8)])  # blocks of 4: uneven last blocks on both sides
-    assert torch.allclose(head.blockwise(text, frames, mask, 4), expected, atol=1e-6)
+    # batched and single matmuls round differently and nine EM iterations amplify that to ~2e-5;
+    # a wrong pairing of blocks would be off by ~0.1
+    assert torch.allclose(head.blockwise(text, frames, mask, 4), expected, atol=1e-4)
     monkeypatch.setattr(similarity, "EMCL_BUDGET", 1)  # one pair a call
-    assert torch.allclose(head.blockwise(text, frames, mask, 4), expected, atol=1e-6)
+    assert torch.allclose(head.blockwise(text, frames, mask, 4), expected, atol=1e-4)
 
 
 def test_compat_mean_pooling_normalises_frames_first():
