@@ -122,20 +122,26 @@ class Model:
         return task.scorer(self.backbone.encode_strings(texts).float(), video, mask).cpu()
 
     @torch.no_grad()
-    def loss(self, frames: torch.Tensor, frame_mask: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    def loss(self, frames: torch.Tensor, frame_mask: torch.Tensor, texts: list[str],
+             answers: list[str] | None = None) -> torch.Tensor:
         """The training loss of this batch (text i pairs with video i): train mode with dropout off and the
-        EMCL mean as stored (its training-mode update is undone). No gradient: a check, not a training step."""
-        if len(texts) != frames.shape[0]:
-            raise ConfigError(f"loss pairs text i with video i: got {len(texts)} texts for {frames.shape[0]} videos")
-        task = self._serving("retrieval")
+        EMCL mean as stored (its training-mode update is undone). No gradient: a check, not a training step.
+        With ``answers`` the texts are questions and the loss is the QA head's (answer i to question i)."""
+        if len(texts) != frames.shape[0] or (answers is not None and len(answers) != len(texts)):
+            raise ConfigError(f"loss pairs text i with video i: got {len(texts)} texts for {frames.shape[0]} videos"
+                              + ("" if answers is None else f" and {len(answers)} answers"))
+        batch = {"video": frames.to(self.device).float(), "video_mask": frame_mask.to(self.device).long()}
+        if answers is None:
+            return self._train_mode_loss(self._serving("retrieval"), {**batch, "text": list(texts)})
+        return self._train_mode_loss(self._serving("qa"), {**batch, "question": list(texts), "answer": list(answers)})
+
+    def _train_mode_loss(self, task: Task, batch: dict) -> torch.Tensor:
         buffers = {name: b.clone() for name, b in task.named_buffers()}
         task.train()
         for module in task.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.eval()
         try:
-            batch = {"video": frames.to(self.device).float(), "video_mask": frame_mask.to(self.device).long(),
-                     "text": list(texts)}
             return task(batch)["loss"].cpu()
         finally:
             task.eval()
@@ -155,11 +161,27 @@ class Model:
         """The best answer (or the k best) to ``question`` about the video at ``path``."""
         task: Answerer = self._serving("qa")
         feats = self.encode_frames([path], progress=False)
-        video = masked_mean(feats.frames, feats.mask).to(self.device)  # (1, D)
-        text = self.backbone.encode_strings([question]).float()  # (1, D)
-        top = task.logits(video, text, self.block_size)[0].topk(min(k, len(task.answers))).indices
+        top = self._answer_logits(task, feats.frames, feats.mask, [question])[0].topk(min(k, len(task.answers))).indices
         answers = [task.answers[i] for i in top.tolist()]
         return answers[0] if k == 1 else answers
+
+    @torch.no_grad()
+    def answer_logits(self, frames: torch.Tensor, frame_mask: torch.Tensor, questions: list[str]) -> torch.Tensor:
+        """The (num_questions, num_answers) logits evaluation ranks answers by, in eval mode; question i is about
+        video i. frames: (V, T, 3, H, W) CLIP-normalised; frame_mask: (V, T) of 0/1; questions: strings."""
+        if len(questions) != frames.shape[0]:
+            raise ConfigError(f"question i is about video i: got {len(questions)} questions for {frames.shape[0]} "
+                              "videos")
+        task: Answerer = self._serving("qa")
+        mask = frame_mask.to(self.device).long()
+        video = self.backbone.encode_frames(frames.to(self.device).float(), mask).float()  # (V, T, D)
+        return self._answer_logits(task, video, mask, questions).cpu()
+
+    def _answer_logits(self, task: Answerer, frames: torch.Tensor, mask: torch.Tensor,
+                       questions: list[str]) -> torch.Tensor:
+        """Per-frame features (V, T, D) and one question per video -> (V, num_answers)."""
+        video = task.pool_video(frames.to(self.device), mask.to(self.device))  # (V, D)
+        return task.logits(video, task.encode_questions(questions), self.block_size)
 
 
 def load(checkpoint: str | Path, device: str | None = None, reference_compat: bool | None = None) -> Model:

@@ -119,6 +119,19 @@ class VideoTextBackbone(nn.Module):
         with self._towers():
             return self._chunked(self.clip.encode_text, tokens)  # (B, D)
 
+    def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, L) -> every position's feature (B, L, D): the text tower without its end-token pooling
+        (what the reference EMCL-QA network pools with learned weights)."""
+        with self._towers():
+            return self._chunked(self._text_tokens, tokens)
+
+    def _text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        clip = self.clip
+        x = clip.token_embedding(tokens) + clip.positional_embedding  # (B, L, W)
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask))
+        projection = clip.text_projection
+        return projection(x) if isinstance(projection, nn.Linear) else x @ projection  # (B, L, D)
+
     def frame_outputs(self, images: torch.Tensor) -> torch.Tensor:
         """What the image tower gives the temporal module, flat per frame: images (N, 3, H, W) ->
         (N, D) pooled features, or (N, D + P*W) with the patch tokens when the temporal module reads them.
@@ -171,6 +184,13 @@ def choose_quick_gelu(clip: str, requested: bool | None, weights: ClipWeights | 
                        "network from the one these weights were trained as", requested, weights.source,
                        "QuickGELU" if trained else "GELU")
     return bool(requested)
+
+
+def text_token_mask(tokens: torch.Tensor) -> torch.Tensor:
+    """tokens: (B, L) from CLIP's tokenizer -> (B, L) long, 1 up to and including the end token (the highest
+    id, so the first maximum), 0 on the padding after it (padding is id 0, which is also a real word piece)."""
+    end = tokens.argmax(dim=-1, keepdim=True)  # (B, 1)
+    return (torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0) <= end).long()
 
 
 def text_conditioned_pool(text: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,

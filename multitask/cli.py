@@ -6,7 +6,8 @@
     multitask answer --checkpoint C clip.mp4 "question"
     multitask emcl-score TEXT.npy VIDEO.npy [--out SCORES.npy]
     multitask doctor --data msrvtt --root DIR
-    multitask import-reference PATH --out DIR --clip ViT-B-32 [--source emcl|clip4clip] [--emcl-mean FILE]
+    multitask import-reference PATH --out DIR --clip ViT-B-32 [--source emcl|clip4clip|emcl_qa] [--emcl-mean FILE]
+                             [--answers FILE]
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
     from multitask.reference import import_reference
 
     out = import_reference(args.path, args.out, clip=args.clip, source=args.source, emcl_mean=args.emcl_mean,
-                           num_frames=args.num_frames, max_words=args.max_words)
+                           num_frames=args.num_frames, max_words=args.max_words, answers=args.answers)
     print(f"{out}: checkpoint folder (multitask.load, eval_only=true checkpoint=..., resume=... accept it)")
     return 0
 
@@ -144,13 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", default="multitask.video_io", help="decoder module (data.decoder)")
     p.add_argument("--decode-timeout", type=float, default=60.0, help="seconds per video (data.decode_timeout_s)")
     p.set_defaults(run=cmd_doctor)
-    p = sub.add_parser("import-reference", help="turn an EMCL-Net or CLIP4Clip checkpoint into a checkpoint folder")
+    p = sub.add_parser("import-reference", help="turn an EMCL-Net, EMCL-QA or CLIP4Clip checkpoint into a checkpoint folder")
     p.add_argument("path", type=Path, help="the state dict the reference's training script saved")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--clip", default="ViT-B-32", help="the open_clip architecture of its CLIP (default ViT-B-32)")
-    p.add_argument("--source", default="emcl", choices=["emcl", "clip4clip"])
+    p.add_argument("--source", default="emcl", choices=["emcl", "clip4clip", "emcl_qa"])
     p.add_argument("--emcl-mean", type=Path, help="the reference's EMCL running mean (.npy/.pt/.safetensors, K "
                                                    "values); its checkpoints do not store it")
+    p.add_argument("--answers", type=Path, help="emcl_qa: the answer of each classifier output (a JSON list, or "
+                                                "the ans2label dict it was trained with)")
     p.add_argument("--num-frames", type=int, default=12)
     p.add_argument("--max-words", type=int, default=32)
     p.set_defaults(run=cmd_import_reference)

@@ -1,8 +1,28 @@
-"""Collective helpers: the only module that talks to torch.distributed."""
+"""Collective helpers: the only module that talks to torch.distributed; and the tie of a worker to its launcher."""
 from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
 
 import torch
 import torch.distributed as dist
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_launcher() -> None:
+    """Under a launcher (``accelerate launch``/torchrun set LOCAL_RANK; it is this process's parent), have Linux
+    SIGKILL this worker when the launcher dies. torchrun starts each worker in a session of its own, so a
+    launcher killed by SIGKILL (the OOM killer, ``kill -9``) would otherwise leave its workers training on,
+    writing into the run directory that the next run resumes from."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    launcher = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != launcher:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def world_size() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,10 +66,13 @@ def encode_videos(backbone: torch.nn.Module, dataset: Dataset, device: torch.dev
 
 
 @torch.no_grad()
-def encode_texts(backbone: torch.nn.Module, texts: list[str], batch_size: int) -> torch.Tensor:
-    """Text features (N, D) of every text, in order (on the backbone's device)."""
+def encode_texts(backbone: torch.nn.Module, texts: list[str], batch_size: int,
+                 encode: Callable[[list[str]], torch.Tensor] | None = None) -> torch.Tensor:
+    """Text features (N, D) of every text, in order (on the backbone's device); ``encode``: strings -> (b, D),
+    ``backbone.encode_strings`` unless given."""
+    encode = encode or backbone.encode_strings
     mine = [texts[i] for i in shard(len(texts), rank(), world_size())]
     steps = tqdm(range(0, len(mine), batch_size), desc="encoding texts", disable=rank() != 0, leave=False)
     out = [torch.zeros(0, backbone.embed_dim, device=backbone.device)]  # an empty shard still gathers
-    out += [backbone.encode_strings(mine[i: i + batch_size]).float() for i in steps]
+    out += [encode(mine[i: i + batch_size]).float() for i in steps]
     return gather_cat(torch.cat(out))

@@ -15,8 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from multitask import checkpoint as ckpt
 from multitask.data.feature_cache import FeatureCache
 from multitask.data.registry import build_data, build_multi_data
+from multitask.dist import die_with_launcher
 from multitask.errors import ConfigError
 from multitask.evaluation import evaluate
+from multitask.files import run_lock
 from multitask.runlog import environment, setup_logging, write_json
 from multitask.task import Task, build_task
 from multitask.training import resume_point, train
@@ -34,6 +36,7 @@ def make_accelerator(trainer: dict) -> Accelerator:
     OMP_NUM_THREADS to 1 and a single-process run uses one core). ``trainer.mixed_precision`` null
     leaves the choice to ``accelerate launch`` (its --mixed_precision flag or config file), else "no".
     """
+    die_with_launcher()
     cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=trainer["mixed_precision"],
                               gradient_accumulation_steps=trainer["grad_accum"],
@@ -49,8 +52,15 @@ def run(cfg: DictConfig) -> dict:
     accelerator = make_accelerator(conf["trainer"])
     setup_logging(accelerator.is_main_process)
     out = Path(conf["output_dir"])
+    if not accelerator.is_main_process:
+        return _run(cfg, conf, accelerator, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _run(cfg, conf, accelerator, out)
+
+
+def _run(cfg: DictConfig, conf: dict, accelerator: Accelerator, out: Path) -> dict:
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_json(out / "environment.json", environment(accelerator.num_processes, str(accelerator.device),
                                                          accelerator.mixed_precision))

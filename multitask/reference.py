@@ -3,14 +3,18 @@
 Sources (``source=``): ``emcl``, the state dict EMCL-Net's training script saves (``torch.save(
 model.state_dict())``: ``clip.*`` in OpenAI's layout, ``frame_position_embeddings.weight`` (77 rows),
 ``transformerClip.resblocks.N.*`` for seqTransf); ``clip4clip``, CLIP4Clip's ``pytorch_model.bin.N``
-(meanP or seqTransf, same key layout, no EMCL). The folder written holds ``model.safetensors``,
-``config.yaml`` and ``meta.json`` (weights only: ``resume`` starts a new run from it at step 0).
+(meanP or seqTransf, same key layout, no EMCL); ``emcl_qa``, the state dict of EMCL's video-QA network
+(``EMCL4QA``: the same ``clip.*`` and temporal entries plus ``mean_proj``, the pooling weights ``v_w`` /
+``t_w``, the projections ``v_proj`` / ``t_proj`` and ``classifier``), which needs the answer of each
+classifier output (``answers=``). The folder written holds ``model.safetensors``, ``config.yaml`` and
+``meta.json`` (weights only: ``resume`` starts a new run from it at step 0), and ``answers.json`` for QA.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,12 @@ from multitask.task import build_task
 
 logger = logging.getLogger(__name__)
 
-SOURCES = {"emcl": "EMCL-Net (jpthu17/EMCL)", "clip4clip": "CLIP4Clip (ArrowLuo/CLIP4Clip)"}
+SOURCES = {"emcl": "EMCL-Net (jpthu17/EMCL)", "clip4clip": "CLIP4Clip (ArrowLuo/CLIP4Clip)",
+           "emcl_qa": "EMCL-QA (jpthu17/EMCL, video_question_answering)"}
+QA_PREFIXES = {"mean_proj.": "backbone.temporal.out_proj.", "v_w.": "video_pool.score.",
+               "t_w.": "question_pool.score.", "v_proj.": "classifier.video.", "t_proj.": "classifier.question.",
+               "classifier.": "classifier.mlp."}  # EMCL-QA's own modules -> ours (task.network=emcl_qa)
+QA_EMCL = {"num_bases": 16, "iters": 5, "beta": 1.0}  # the defaults of EMCL-QA's main.py (K, stage_num, beta)
 UNSUPPORTED = {"lstm_visual.": "the seqLSTM temporal module", "cross.": "CLIP4Clip's tightTransf cross encoder",
                "similarity_dense.": "CLIP4Clip's tightTransf cross encoder",
                "clip.visual.conv2.": "CLIP4Clip's 3-D patch embedding (linear_patch=3d)"}
@@ -87,7 +96,7 @@ def _describe(arch: dict) -> str:
 
 def _check_clip(arch: dict, ours: dict[str, torch.Tensor], clip: str) -> None:
     """A clear error when the checkpoint's CLIP is another architecture than ``--clip``."""
-    theirs = {k: v for k, v in arch.items() if k not in ("text_positions", "temporal_layers")}
+    theirs = {k: v for k, v in arch.items() if k not in ("text_positions", "temporal_layers", "qa")}
     mine = {k: v for k, v in _architecture(ours, "backbone.clip.").items() if k in theirs}
     if theirs != mine:
         raise ReferenceCheckpointError(f"the checkpoint's CLIP ({_describe(arch)}) is not --clip {clip} "
@@ -96,7 +105,10 @@ def _check_clip(arch: dict, ours: dict[str, torch.Tensor], clip: str) -> None:
 
 
 def _our_key(key: str) -> str | None:
-    """The name of a reference entry in our retrieval task's state dict, or None when it has none."""
+    """The name of a reference entry in our task's state dict, or None when it has none."""
+    for prefix, ours in QA_PREFIXES.items():
+        if key.startswith(prefix):
+            return ours + key.removeprefix(prefix)
     if key.startswith("clip."):
         return "backbone." + key
     if key == "frame_position_embeddings.weight":
@@ -154,33 +166,76 @@ def read_emcl_mean(value: object, num_bases: int) -> torch.Tensor:
 
 
 def _overrides(source: str, clip: str, arch: dict, num_frames: int, max_words: int) -> list[str]:
-    """Hydra overrides for the config of the imported model (the paper's retrieval recipe otherwise)."""
+    """Hydra overrides for the config of the imported model (the paper's recipe otherwise)."""
+    common = [f"model.clip={clip}", "model.pretrained=null", "model.quick_gelu=true",
+              f"model.temporal_layers={arch['temporal_layers'] or 4}", f"data.num_frames={num_frames}",
+              f"data.max_words={max_words}", f"data.image_size={arch['image_size']}"]
+    if source == "emcl_qa":
+        return ["experiment=emcl_msrvtt_qa", *common, "model.temporal=transformer_projected", "task.network=emcl_qa",
+                *(f"model.emcl.{k}={v}" for k, v in QA_EMCL.items()), *(f"task.{k}={v}" for k, v in arch["qa"].items())]
     temporal = "transformer" if arch["temporal_layers"] else "mean"
     emcl = source == "emcl"
-    return ["experiment=emcl_msrvtt_retrieval", f"model.clip={clip}", "model.pretrained=null",
-            "model.quick_gelu=true", f"model.temporal={temporal}",
-            f"model.temporal_layers={arch['temporal_layers'] or 4}",
-            f"model.pooling={'text_conditioned' if emcl else 'mean'}", f"model.emcl.enabled={str(emcl).lower()}",
-            f"data.num_frames={num_frames}", f"data.max_words={max_words}", f"data.image_size={arch['image_size']}"]
+    return ["experiment=emcl_msrvtt_retrieval", *common, f"model.temporal={temporal}",
+            f"model.pooling={'text_conditioned' if emcl else 'mean'}", f"model.emcl.enabled={str(emcl).lower()}"]
+
+
+def _qa_sizes(state: dict[str, torch.Tensor]) -> dict:
+    """EMCL-QA's classifier sizes, read off its shapes, as ``task.*`` settings."""
+    needed = ("v_proj.weight", "classifier.0.weight", "classifier.2.weight")
+    if any(k not in state for k in needed):
+        raise ReferenceCheckpointError(_listing("not an EMCL-QA checkpoint: missing", [k for k in needed
+                                                                                        if k not in state]))
+    return {"classifier.proj_dim": state["v_proj.weight"].shape[0],
+            "classifier.hidden_dim": state["classifier.0.weight"].shape[0],
+            "num_answers": state["classifier.2.weight"].shape[0]}
+
+
+def read_answers(value: object, num_answers: int) -> list[str]:
+    """The answer of each classifier output, in order: a list, or a JSON file holding a list or the
+    reference's ``ans2label`` dict (answer -> output index)."""
+    if value is None:
+        raise ConfigError("an EMCL-QA checkpoint needs its answers (answers= / --answers): the answer of each of its "
+                          f"{num_answers} classifier outputs, a JSON list or the ans2label dict it was trained with")
+    if isinstance(value, (str, Path)):
+        value = json.loads(Path(value).expanduser().read_text())
+    if isinstance(value, dict):
+        value = [a for a, _ in sorted(value.items(), key=lambda item: int(item[1])) if int(_) < num_answers]
+    answers = [str(a) for a in value]
+    if len(answers) != num_answers or len(set(answers)) != len(answers):
+        raise ConfigError(f"the checkpoint's classifier has {num_answers} outputs; the answers given are "
+                          f"{len(answers)} ({len(set(answers))} distinct)")
+    return answers
 
 
 def import_reference(path: str | Path, out: str | Path, clip: str = "ViT-B-32", source: str = "emcl",
-                     emcl_mean: object = None, num_frames: int = 12, max_words: int = 32) -> Path:
+                     emcl_mean: object = None, num_frames: int = 12, max_words: int = 32,
+                     answers: object = None) -> Path:
     """Turn a reference checkpoint into a checkpoint folder that ``multitask.load``, ``eval_only`` and
     ``resume`` accept. ``emcl_mean``: the reference's running mean (its checkpoints do not store it); without
-    it EMCL starts from a fresh reference initialisation (seed 0)."""
+    it EMCL starts from a fresh reference initialisation (seed 0). ``answers`` (``emcl_qa`` only): see
+    ``read_answers``."""
     if source not in SOURCES:
         raise ConfigError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     path, out = Path(path).expanduser(), Path(out).expanduser()
     state = _reference_state(path)
     arch = _architecture(state)
+    if source == "emcl_qa":
+        arch["qa"] = _qa_sizes(state)
+        answers = read_answers(answers, arch["qa"]["num_answers"])
     if max_words > arch["text_positions"]:
         raise ConfigError(f"max_words={max_words} exceeds the checkpoint's {arch['text_positions']} text positions")
-    conf = compose_config(_overrides(source, clip, arch, num_frames, max_words))
-    try:
-        task = build_task(conf)
-    except ValueError as err:
-        raise ReferenceCheckpointError(f"--clip {clip}: {err}") from err
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = _overrides(source, clip, arch, num_frames, max_words)
+        if source == "emcl_qa":
+            (Path(tmp) / "answers.json").write_text(json.dumps(answers))
+            overrides.append(f"task.answers_file={Path(tmp) / 'answers.json'}")
+        conf = compose_config(overrides)
+        try:
+            task = build_task(conf)
+        except ValueError as err:
+            raise ReferenceCheckpointError(f"--clip {clip}: {err}") from err
+    if source == "emcl_qa":
+        conf["task"]["answers_file"] = None  # the folder holds them (answers.json)
     _check_clip(arch, task.state_dict(), clip)
     try:
         mapped = map_state(state, task.state_dict(), clip)
@@ -203,6 +258,7 @@ def _emcl_mean(value: object, num_bases: int) -> torch.Tensor:
 def _write_folder(task: torch.nn.Module, conf: dict, out: Path, origin: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_model(task, str(out / "model.safetensors"))
+    task.save_assets(out)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))
     meta = {"task": conf["task"]["name"], "step": 0, "epoch": 0, "batch_in_epoch": 0, "weights_only": True, **origin}
     (out / META).write_text(json.dumps(meta, indent=2))

@@ -66,6 +66,10 @@ class Answerer(Protocol):
 
     answers: list[str]
 
+    def pool_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_questions(self, questions: list[str]) -> torch.Tensor: ...
+
     def logits(self, video: torch.Tensor, question: torch.Tensor, block_size: int) -> torch.Tensor: ...
 
 

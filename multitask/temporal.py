@@ -4,6 +4,8 @@ Registry ``TEMPORAL``:
 - ``mean``: identity (pooling then averages the frames: the paper's meanP);
 - ``transformer``: the reference's seqTransf, a transformer over the frame embeddings with frame
   position embeddings and a residual, initialised from the first CLIP text blocks;
+- ``transformer_projected``: the same with a linear layer on the transformer's output before the
+  residual (the reference EMCL-QA network's ``mean_proj``);
 - ``spacetime``: a position-specific readout of every frame's final patch tokens, added to each
   frame embedding. Its output layer starts at zero, so it begins as plain mean pooling (compatible
   with pretrained CLIP) and learns motion, which per-frame CLS features cannot see.
@@ -37,13 +39,15 @@ class TransformerTemporal(nn.Module):
     """Frame transformer of the reference network (seqTransf). Its blocks start as copies of the CLIP text
     tower's, so they use the text tower's activation (QuickGELU for OpenAI-trained CLIPs)."""
 
-    def __init__(self, width: int, layers: int, heads: int, max_frames: int = 128, quick_gelu: bool = False) -> None:
+    def __init__(self, width: int, layers: int, heads: int, max_frames: int = 128, quick_gelu: bool = False,
+                 projected: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.frame_position = nn.Embedding(max_frames, width)
         nn.init.normal_(self.frame_position.weight, std=0.01)  # the scale of CLIP's text positions
         self.transformer = Transformer(width=width, layers=layers, heads=heads,
                                        act_layer=QuickGELU if quick_gelu else nn.GELU)
+        self.out_proj = nn.Linear(width, width) if projected else nn.Identity()
 
     def init_from_clip_text(self, clip: nn.Module, text_positions: torch.Tensor | None = None) -> None:
         """Copy the first text blocks and text position embeddings, as the reference does. ``text_positions``:
@@ -64,7 +68,7 @@ class TransformerTemporal(nn.Module):
         positions = torch.arange(frames.shape[1], device=frames.device)
         x = frames + self.frame_position(positions).unsqueeze(0)  # (B, T, D)
         x = self.transformer(x, attn_mask=padding_attn_mask(mask, self.heads, x.dtype))
-        return x + frames  # (B, T, D)
+        return self.out_proj(x) + frames  # (B, T, D)
 
 
 class SpaceTimeTemporal(nn.Module):
@@ -101,12 +105,17 @@ def _mean(clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu:
 
 
 def _transformer(clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool,
-                 text_positions: torch.Tensor | None) -> nn.Module:
+                 text_positions: torch.Tensor | None, projected: bool = False) -> nn.Module:
     dim = clip.text_projection.shape[1]
     module = TransformerTemporal(width=dim, layers=layers, heads=max(1, dim // 64), max_frames=max(128, num_frames),
-                                 quick_gelu=quick_gelu)
+                                 quick_gelu=quick_gelu, projected=projected)
     module.init_from_clip_text(clip, text_positions)
     return module
+
+
+def _transformer_projected(clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool,
+                           text_positions: torch.Tensor | None) -> nn.Module:
+    return _transformer(clip, layers, width, num_frames, quick_gelu, text_positions, projected=True)
 
 
 def _spacetime(clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool,
@@ -117,7 +126,8 @@ def _spacetime(clip: nn.Module, layers: int, width: int, num_frames: int, quick_
                              width=width, num_patches=grid[0] * grid[1], num_frames=num_frames)
 
 
-TEMPORAL = {"mean": _mean, "transformer": _transformer, "spacetime": _spacetime}
+TEMPORAL = {"mean": _mean, "transformer": _transformer, "transformer_projected": _transformer_projected,
+            "spacetime": _spacetime}
 
 
 def build_temporal(name: str, clip: nn.Module, layers: int, width: int, num_frames: int, quick_gelu: bool = False,

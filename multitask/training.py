@@ -100,11 +100,20 @@ def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
     return evaluate(conf, accelerator.unwrap_model(task), data, accelerator)
 
 
+def start_epoch(loader: DataLoader, epoch: int) -> DataLoader:
+    """Give the sampler and the dataset the epoch (frame sampling, augmentation and bad-video substitutes are
+    drawn from (seed, epoch, index)). The dataset is told directly: accelerate's ``set_epoch`` reaches it only
+    for some sampler chains (not for a batch sampler sharded across processes), so without this the dataset's
+    epoch would depend on the process count and on whether the epoch was resumed part-way."""
+    loader.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)
+    return loader
+
+
 def train_one_epoch(training: Training, bar: tqdm) -> None:
     """One pass over the (remaining) batches of the current epoch; stops early at ``training.steps``."""
     loop, accelerator, task = training.loop, training.accelerator, training.task
-    training.loader.set_epoch(loop.epoch)
-    loader = training.loader
+    loader = start_epoch(training.loader, loop.epoch)
     batches = accelerator.skip_first_batches(loader, loop.batch_in_epoch) if loop.batch_in_epoch else loader
     task.train()
     for batch in batches:

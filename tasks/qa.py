@@ -1,9 +1,11 @@
 """Video question answering (MSRVTT-QA): classify over an answer vocabulary from the video and the
-question (CLIP text tower), with EMCL on [video; question] (docs/architecture.md)."""
+question (CLIP text tower), with EMCL on [video; question] (docs/architecture.md). ``task.network``
+picks the network (``QA_NETWORKS``): ``default`` here, ``emcl_qa`` (the reference's) in qa_emcl.py."""
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,7 +14,7 @@ from torch import nn
 from multitask.backbone import VideoTextBackbone, masked_mean
 from multitask.emcl import EMCL
 from multitask.encoding import encode_texts, encode_videos
-from multitask.errors import ConfigError
+from multitask.errors import ConfigError, MissingInputError
 from multitask.losses import global_mean_cross_entropy, paired_emcl
 from multitask.metrics import qa_metrics
 from multitask.task import Shared, Task, register_task
@@ -32,6 +34,8 @@ def save_answers(answers: list[str], folder: Path) -> None:
 
 
 def load_answers(path: Path) -> list[str]:
+    if not Path(path).is_file():
+        raise MissingInputError(f"answer vocabulary {path} does not exist")
     answers = json.loads(Path(path).read_text())
     if not isinstance(answers, list) or not answers:
         raise ConfigError(f"{path}: expected a non-empty JSON list of answers")
@@ -89,6 +93,14 @@ class QATask(Task):
         terms["answer_loss"] = global_mean_cross_entropy(logits, self.targets(batch["answer"], device), UNKNOWN)
         return {"loss": sum(terms.values()), **terms}
 
+    def pool_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-frame features (B, T, D) -> the classifier's video input (B, D)."""
+        return masked_mean(frames, mask)
+
+    def encode_questions(self, questions: list[str]) -> torch.Tensor:
+        """Questions -> the classifier's question input (B, D)."""
+        return self.backbone.encode_strings(questions).float()
+
     @torch.no_grad()
     def logits(self, video: torch.Tensor, question: torch.Tensor, block_size: int) -> torch.Tensor:
         """(Q, D) paired video and question features -> (Q, A), EMCL (if fed to the classifier) per block."""
@@ -108,8 +120,9 @@ class QATask(Task):
         position = {v: i for i, v in enumerate(clips.video_ids())}
         rows = data.test.rows  # the questions about videos that loaded
         rows = rows.select([q for q, v in enumerate(rows["video_id"]) if position[v] not in videos.failed])
-        video = masked_mean(videos.frames, videos.mask)[[position[v] for v in rows["video_id"]]]  # (Q, D)
-        question = encode_texts(self.backbone, list(rows["question"]), eval_cfg["batch_size"])  # (Q, D)
+        video = self.pool_video(videos.frames, videos.mask)[[position[v] for v in rows["video_id"]]]  # (Q, D)
+        question = encode_texts(self.backbone, list(rows["question"]), eval_cfg["batch_size"],
+                                self.encode_questions)  # (Q, D)
         top = self.logits(video, question, eval_cfg["block_size"]).topk(min(5, len(self.answers)), dim=-1).indices
         ranked = [[self.answers[i] for i in row] for row in top.tolist()]
         truth, kinds = list(rows["answer"]), list(rows["category"])
@@ -121,19 +134,31 @@ class QATask(Task):
 
 
 def qa_answers(task_cfg: dict, data: TaskData | None, assets: Path | None) -> list[str]:
-    """From the checkpoint, else the ``task.num_answers`` most frequent training answers."""
+    """From the checkpoint, else ``task.answers_file``, else the ``task.num_answers`` most frequent training
+    answers."""
     if assets is not None and (Path(assets) / ANSWERS_FILE).is_file():
         return load_answers(Path(assets) / ANSWERS_FILE)
+    if task_cfg["answers_file"]:
+        return load_answers(Path(task_cfg["answers_file"]).expanduser())
     if data is None:
-        raise ConfigError("task=qa needs an answer vocabulary: a checkpoint holding one, or training data")
+        raise ConfigError("task=qa needs an answer vocabulary: a checkpoint holding one, task.answers_file, or "
+                          "training data")
     return answer_vocabulary(list(data.train.rows["answer"]), task_cfg["num_answers"])
+
+
+def build_default(task_cfg: dict, answers: list[str], shared: Shared) -> QATask:
+    backbone, emcl = shared
+    classifier = AnswerClassifier(backbone.embed_dim, len(answers), **task_cfg["classifier"])
+    return QATask(backbone, emcl, answers, classifier, emcl_loss_weight=task_cfg["emcl_loss_weight"],
+                  emcl_features_to_classifier=task_cfg["emcl_features_to_classifier"])
+
+
+QA_NETWORKS: dict[str, Callable[[dict, list[str], Shared], QATask]] = {"default": build_default}
 
 
 @register_task("qa")
 def build_qa(cfg: dict, data: TaskData | None, assets: Path | None, shared: Shared) -> QATask:
     task = cfg["task"]
-    answers = qa_answers(task, data, assets)
-    backbone, emcl = shared
-    classifier = AnswerClassifier(backbone.embed_dim, len(answers), **task["classifier"])
-    return QATask(backbone, emcl, answers, classifier, emcl_loss_weight=task["emcl_loss_weight"],
-                  emcl_features_to_classifier=task["emcl_features_to_classifier"])
+    if task["network"] not in QA_NETWORKS:
+        raise ConfigError(f"unknown task.network {task['network']!r}; known: {', '.join(QA_NETWORKS)}")
+    return QA_NETWORKS[task["network"]](task, qa_answers(task, data, assets), shared)

@@ -67,3 +67,33 @@ def reference_inputs(image_size: int = 64, num_frames: int = 4, seed: int = 2) -
     mask[2, -1] = 0
     frames[2, -1] = 0.0  # what a loader puts in a padded slot
     return torch.from_numpy(frames), torch.from_numpy(mask)
+
+
+QUESTIONS = [
+    "what is a man driving down the road?",
+    "who is talking in a kitchen?",
+    "what does the host prepare with tomatoes and onions and garlic and olive oil and basil and fresh pasta for the show?",
+]
+LABELS = [1, 4, 7]  # the answer index of each question (training loss)
+
+
+def reference_qa_state(clip: str = "emcl-tiny", num_answers: int = 10, temporal_layers: int = 4,
+                       seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict laid out as EMCL-QA's training script saves it (its EMCL4QA network), random values."""
+    shapes = {f"clip.{k}": s for k, s in clip_shapes(clip).items()}
+    width, embed = shapes["clip.ln_final.weight"][0], shapes["clip.text_projection"][1]
+    shapes["frame_position_embeddings.weight"] = (77, width)
+    block = {k.removeprefix("clip.transformer.resblocks.0."): s for k, s in shapes.items()
+             if k.startswith("clip.transformer.resblocks.0.")}
+    shapes.update({f"transformerClip.resblocks.{i}.{k}": s for i in range(temporal_layers) for k, s in block.items()})
+    hidden = 8 * width  # the concatenated projections; the classifier's hidden layer is twice that
+    for pool in ("v_w", "t_w"):
+        shapes.update({f"{pool}.0.weight": (width, width), f"{pool}.0.bias": (width,),
+                       f"{pool}.2.weight": (1, embed), f"{pool}.2.bias": (1,)})
+    for proj in ("v_proj", "t_proj"):
+        shapes.update({f"{proj}.weight": (4 * width, width), f"{proj}.bias": (4 * width,)})
+    shapes.update({"mean_proj.weight": (embed, embed), "mean_proj.bias": (embed,),
+                   "classifier.0.weight": (2 * hidden, hidden), "classifier.0.bias": (2 * hidden,),
+                   "classifier.2.weight": (num_answers, 2 * hidden), "classifier.2.bias": (num_answers,)})
+    rng = np.random.default_rng(seed)
+    return {k: torch.from_numpy(np.array(_value(rng, k, shapes[k]))) for k in sorted(shapes)}

@@ -1,5 +1,6 @@
 """Chaos: a two-process run that skips damaged videos, killed with SIGKILL at three random points and resumed
 each time, ends with the parameters, metrics and evaluation of the uninterrupted run (slow: ~3 minutes)."""
+import contextlib
 import json
 import os
 import random
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from conftest import REPO
@@ -23,6 +25,16 @@ def launch(tiny_copy: Path, out: Path, train_ids: list[str]) -> list[str]:
             "eval.batch_size=16", "eval.block_size=16", "resume=auto", f"output_dir={out}"]
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, and wait until they are gone."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=30)
+
+
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_as_the_uninterrupted_one(tiny_copy, tmp_path):
     with open(tiny_copy / "MSRVTT_train.9k.csv") as f:
@@ -35,12 +47,17 @@ def test_killed_and_resumed_run_ends_as_the_uninterrupted_one(tiny_copy, tmp_pat
     assert whole.returncode == 0, whole.stderr[-3000:]
     duration = time.monotonic() - start
     rng = random.Random(7)
-    for _ in range(3):  # kill the whole process group at a random point of what a run takes
+    for attempt in range(3):  # SIGKILL at a random point of what a run takes
         proc = subprocess.Popen(launch(tiny_copy, tmp_path / "chaos", train_ids), cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(rng.uniform(0.3, 0.9) * duration)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if attempt == 0:  # the launcher alone (as the OOM killer would): its workers must not train on
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert not psutil.wait_procs(workers, timeout=30)[1], "workers outlived their launcher"
+        else:
+            kill_tree(proc.pid)
     final = subprocess.run(launch(tiny_copy, tmp_path / "chaos", train_ids), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr[-3000:]

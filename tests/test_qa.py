@@ -10,6 +10,7 @@ from conftest import full_config
 
 from multitask.data.msrvtt_qa import qa_tables
 from multitask.data.tables import AnnotationError
+from multitask.errors import ConfigError
 from multitask.metrics import qa_metrics
 from multitask.task import build_task
 from tasks.qa import UNKNOWN, answer_vocabulary
@@ -135,3 +136,24 @@ def test_emcl_features_reach_the_classifier_only_when_asked():
     direct = plain.classifier(video, question)
     assert torch.allclose(plain.logits(video, question, block_size=3), direct)
     assert not torch.allclose(fed.logits(video, question, block_size=3), direct, atol=1e-4)
+
+
+def test_reference_network_trains_and_ignores_padding_by_default():
+    data = _Data(["red", "blue", "green"])
+    torch.manual_seed(0)
+    cfg = full_config(qa_cfg(num_answers=3), "task.network=emcl_qa")
+    cfg["model"].update(temporal="transformer_projected", temporal_layers=1)
+    task = build_task(cfg, data).train()
+    out = task(qa_batch(["red", "blue", "pink"]))
+    assert set(out) == {"loss", "answer_loss", "contrastive_loss"}
+    out["loss"].backward()
+    for part in (task.question_pool.score[0], task.video_pool.score[2], task.backbone.temporal.out_proj,
+                 task.classifier.mlp[0]):
+        assert part.weight.grad.abs().sum() > 0
+    task.eval()
+    frames = torch.randn(1, 4, 128)
+    padded = torch.cat([frames, torch.randn(1, 2, 128)], dim=1)  # two padded frames holding garbage
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    assert torch.allclose(task.pool_video(frames, torch.ones(1, 4)), task.pool_video(padded, mask), atol=1e-6)
+    with pytest.raises(ConfigError, match="unknown task.network 'nope'"):
+        build_task(full_config(qa_cfg(), "task.network=nope"), data)
