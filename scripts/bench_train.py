@@ -58,10 +58,12 @@ def make_batch(conf: dict) -> dict:
 
 
 class Repeat:
-    """A stand-in loader: the same batch ``n`` times (``set_epoch`` as the engine expects)."""
+    """A stand-in loader: the same batch ``n`` times (``set_epoch`` as the engine expects, on the loader and on
+    its dataset, which it is itself)."""
 
     def __init__(self, batch: dict, n: int) -> None:
         self.batch, self.n = batch, n
+        self.dataset = self
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing to reshuffle."""

@@ -90,7 +90,7 @@ def test_pretrained_tag_resolves_from_local_hf_cache(tmp_path, monkeypatch):
 
 
 def test_unknown_names_list_known_ones():
-    with pytest.raises(ValueError, match="known: mean, transformer, spacetime"):
+    with pytest.raises(ValueError, match="known: mean, transformer, transformer_projected, spacetime"):
         tiny(temporal="lstm")
     with pytest.raises(ValueError, match="known: mean, text_conditioned"):
         tiny(pooling="max")
