@@ -199,7 +199,7 @@ def read_answers(value: object, num_answers: int) -> list[str]:
     if isinstance(value, (str, Path)):
         value = json.loads(Path(value).expanduser().read_text())
     if isinstance(value, dict):
-        value = [a for a, _ in sorted(value.items(), key=lambda item: int(item[1])) if int(_) < num_answers]
+        value = [a for a, i in sorted(value.items(), key=lambda item: int(item[1])) if int(i) < num_answers]
     answers = [str(a) for a in value]
     if len(answers) != num_answers or len(set(answers)) != len(answers):
         raise ConfigError(f"the checkpoint's classifier has {num_answers} outputs; the answers given are "
