@@ -21,6 +21,7 @@ from multitask.evaluation import evaluate
 from multitask.files import run_lock
 from multitask.runlog import environment, setup_logging, write_json
 from multitask.task import Task, build_task
+from multitask.tracking import accelerator_options
 from multitask.training import resume_point, train
 from multitask.types import TaskData
 
@@ -29,18 +30,19 @@ logger = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-def make_accelerator(trainer: dict) -> Accelerator:
+def make_accelerator(trainer: dict, tracking: dict | None = None) -> Accelerator:
     """CPU when no CUDA device exists, so ``accelerate launch --multi_gpu`` gives a gloo run.
 
     On the CPU each process gets its share of the cores (``accelerate launch`` otherwise pins
     OMP_NUM_THREADS to 1 and a single-process run uses one core). ``trainer.mixed_precision`` null
     leaves the choice to ``accelerate launch`` (its --mixed_precision flag or config file), else "no".
+    ``tracking``: the experiment trackers' arguments (``multitask.tracking.accelerator_options``).
     """
     die_with_launcher()
     cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=trainer["mixed_precision"],
                               gradient_accumulation_steps=trainer["grad_accum"],
-                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+                              dataloader_config=DataLoaderConfiguration(split_batches=True), **(tracking or {}))
     if cpu:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
     return accelerator
@@ -49,7 +51,8 @@ def make_accelerator(trainer: dict) -> Accelerator:
 def run(cfg: DictConfig) -> dict:
     """Entry point: resolve the config, then train (and evaluate) or evaluate a checkpoint."""
     conf = OmegaConf.to_container(cfg, resolve=True)
-    accelerator = make_accelerator(conf["trainer"])
+    tracking = accelerator_options(conf["trainer"]["log_with"], conf["output_dir"])  # a missing tracker stops here
+    accelerator = make_accelerator(conf["trainer"], tracking)
     setup_logging(accelerator.is_main_process)
     out = Path(conf["output_dir"])
     if not accelerator.is_main_process:

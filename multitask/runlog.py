@@ -9,6 +9,7 @@ import platform
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,10 +38,11 @@ def setup_logging(is_main: bool) -> None:
 
 class MetricsLog:
     """Averages loss terms over each logging window and over processes (a loss normalised by a global
-    count is split across ranks), and appends one JSON line per log step. Every rank calls ``flush``."""
+    count is split across ranks), and appends one JSON line per log step. Every rank calls ``flush``.
+    ``on_write`` also receives each record written (the experiment trackers)."""
 
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, enabled: bool, on_write: Callable[[dict], None] | None = None) -> None:
+        self.path, self.enabled, self.on_write = path, enabled, on_write
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)  # per term: task=multi logs each head's terms on its steps
 
@@ -70,6 +72,8 @@ class MetricsLog:
         if self.enabled:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.on_write is not None:
+                self.on_write(record)
 
 
 def _step_of(line: str, path: Path) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from multitask import checkpoint as ckpt
+from multitask import tracking
 from multitask.bad_videos import BadVideoLog
 from multitask.dist import assert_same_on_all_ranks
 from multitask.errors import ConfigError
@@ -86,18 +88,21 @@ def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
     scheduler = build_scheduler(optimizer, steps, trainer["warmup_ratio"])
     task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
     out = Path(conf["output_dir"])
-    log = MetricsLog(out / "metrics.jsonl", accelerator.is_main_process)
+    log = MetricsLog(out / "metrics.jsonl", accelerator.is_main_process, partial(tracking.log_record, accelerator))
     bad = BadVideoLog(out / "skipped_videos.json", data.skipped, conf["data"]["max_bad_fraction"],
                       accelerator.is_main_process)
     training = Training(conf, accelerator, task, data, optimizer, scheduler, loader, log,
                         load_resume(accelerator, task, resume), steps, bad)
     log.truncate_after(training.loop.step)
     bad.restore(resume.meta.get("bad_videos") if resume is not None else None)
+    tracking.start(accelerator, trainer["project_name"], conf, training.loop.step)
     with tqdm(total=steps, initial=training.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
         while training.loop.step < steps:
             train_one_epoch(training, bar)
     save_checkpoint(training)
-    return evaluate(conf, accelerator.unwrap_model(task), data, accelerator)
+    metrics = evaluate(conf, accelerator.unwrap_model(task), data, accelerator)
+    tracking.finish(accelerator, metrics, training.loop.step)
+    return metrics
 
 
 def start_epoch(loader: DataLoader, epoch: int) -> DataLoader:
