@@ -4,7 +4,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from multitask.engine import run
+from multitask.engine import quote_overrides, run
 from multitask.errors import UserError
 
 
@@ -18,4 +18,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_overrides(sys.argv[1:])  # data.shards=/d/{00000..00099}.tar without shell-and-Hydra quoting
     main()

@@ -212,8 +212,8 @@ def text_conditioned_pool(text: torch.Tensor, frames: torch.Tensor, mask: torch.
 
 
 def build_backbone(model_cfg: dict, data_cfg: dict, chunks: int) -> VideoTextBackbone:
-    """The ``model`` group (less ``emcl``) as constructor arguments, with the frame and text sizes of the
-    ``data`` group and ``trainer.contrastive_chunks``."""
-    kwargs = {k: v for k, v in model_cfg.items() if k != "emcl"}
+    """The ``model`` group (less ``emcl`` and ``init_from``, which the engine reads) as constructor arguments,
+    with the frame and text sizes of the ``data`` group and ``trainer.contrastive_chunks``."""
+    kwargs = {k: v for k, v in model_cfg.items() if k not in ("emcl", "init_from")}
     return VideoTextBackbone(**kwargs, max_words=data_cfg["max_words"], num_frames=data_cfg["num_frames"],
                              image_size=data_cfg["image_size"], chunks=chunks)

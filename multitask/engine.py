@@ -14,11 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from multitask import checkpoint as ckpt
 from multitask.data.feature_cache import FeatureCache
-from multitask.data.registry import build_data, build_multi_data
+from multitask.data.registry import build_data, build_multi_data, build_stream_data
 from multitask.dist import die_with_launcher
 from multitask.errors import ConfigError
 from multitask.evaluation import evaluate
 from multitask.files import run_lock
+from multitask.init_from import init_weights
 from multitask.runlog import environment, setup_logging, write_json
 from multitask.task import Task, build_task
 from multitask.tracking import accelerator_options
@@ -41,11 +42,24 @@ def make_accelerator(trainer: dict, tracking: dict | None = None) -> Accelerator
     die_with_launcher()
     cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=trainer["mixed_precision"],
-                              gradient_accumulation_steps=trainer["grad_accum"],
+                              gradient_accumulation_steps=trainer["grad_accum"], dynamo_backend="no",
                               dataloader_config=DataLoaderConfiguration(split_batches=True), **(tracking or {}))
     if cpu:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    if accelerator.is_main_process:
+        warn_inert_settings(accelerator)
     return accelerator
+
+
+def warn_inert_settings(accelerator: Accelerator) -> None:
+    """Say what the launcher asked for that does not happen: a dynamo backend (``trainer.compile`` compiles
+    instead, in place, so checkpoint keys never gain ``_orig_mod.``), and fp16 on the CPU (Accelerate then
+    runs float32: no autocast, no loss scaling)."""
+    if os.environ.get("ACCELERATE_DYNAMO_BACKEND", "no").lower() != "no":
+        logger.warning("accelerate launch's dynamo backend is not used (it would compile the whole task and "
+                       "change its checkpoint keys); set trainer.compile=true to compile the backbone's blocks")
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        logger.warning("mixed precision fp16 does nothing on the CPU: Accelerate runs float32 there (bf16 works)")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -74,11 +88,15 @@ def _run(cfg: DictConfig, conf: dict, accelerator: Accelerator, out: Path) -> di
     if conf["eval_only"]:
         return evaluate_checkpoint(conf, data, accelerator)
     resume = resume_point(conf)
-    if resume is not None:  # the checkpoint holds every weight: never look for CLIP weights, take its activation
+    init = Path(conf["model"]["init_from"]).expanduser() if conf["model"]["init_from"] and not resume else None
+    start = resume.path if resume else init
+    if start is not None:  # the checkpoint holds the weights: never look for CLIP weights, take its activation
         conf["model"]["pretrained"] = None
         if conf["model"]["quick_gelu"] is None:
-            conf["model"]["quick_gelu"] = ckpt.checkpoint_config(resume.path)["model"]["quick_gelu"]
-    task = build_task(conf, data, assets=resume.path if resume else None)
+            conf["model"]["quick_gelu"] = ckpt.checkpoint_config(start)["model"]["quick_gelu"]
+    task = build_task(conf, data, assets=start)  # its tokenizer / answers, so its heads fit
+    if init is not None:
+        init_weights(task, init)
     conf["model"]["quick_gelu"] = task.backbone.quick_gelu  # as resolved from the weights: checkpoints rebuild it
     check_feature_cache(conf, task)
     if accelerator.is_main_process:
@@ -87,11 +105,27 @@ def _run(cfg: DictConfig, conf: dict, accelerator: Accelerator, out: Path) -> di
     return train(conf, task, data, accelerator, resume)
 
 
+QUOTED_KEYS = ("data.shards",)  # brace patterns, which Hydra's override grammar would read as dictionaries
+
+
+def quote_overrides(overrides: list[str]) -> list[str]:
+    """The overrides with the values of ``QUOTED_KEYS`` quoted for Hydra when given bare
+    (``data.shards=/data/{00000..00099}.tar`` as the README and video2dataset write it)."""
+    quoted = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~") in QUOTED_KEYS and value[:1] not in ("'", '"'):
+            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        quoted.append(key + sep + value)
+    return quoted
+
+
 def compose_config(overrides: list[str]) -> dict:
     """The resolved config ``train.py`` would run with these command-line overrides."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    overrides = quote_overrides(overrides)
     if GlobalHydra.instance().is_initialized():
         return OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -99,16 +133,20 @@ def compose_config(overrides: list[str]) -> dict:
 
 
 def prepare_data(conf: dict, show_progress: bool) -> TaskData:
-    task = conf["task"]
-    heads = {k: v["annotations"] for k, v in task.items() if isinstance(v, dict) and "annotations" in v}
-    if heads:  # a task of several heads (task=multi): each head's settings and annotations under its name
-        return build_multi_data(conf["data"], heads, task["mixing"], task["temperature"], show_progress)
-    return build_data(task["annotations"], conf["data"], show_progress)
+    task, data = conf["task"], conf["data"]
+    if "heads" in task:  # a task of several heads (task=multi): each head's settings and annotations under its name
+        heads = {head: task[head]["annotations"] for head in task["heads"]}
+        if data["name"] == "shards":
+            return build_stream_data(data, heads, task["mixing"])
+        return build_multi_data(data, heads, task["mixing"], task["temperature"], show_progress)
+    if data["name"] == "shards":
+        return build_stream_data(data, {task["name"]: task["annotations"]})
+    return build_data(task["annotations"], data, show_progress)
 
 
 def check_feature_cache(conf: dict, task: Task) -> None:
     """Stored tower outputs need frozen towers, and the very weights they were made with."""
-    root = conf["data"]["feature_cache"]
+    root = conf["data"].get("feature_cache")  # data=shards has no caches
     if not root:
         return
     if not conf["model"]["freeze_backbone"]:

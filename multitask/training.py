@@ -19,11 +19,13 @@ from tqdm.auto import tqdm
 from multitask import checkpoint as ckpt
 from multitask import tracking
 from multitask.bad_videos import BadVideoLog
+from multitask.compiling import compile_blocks
 from multitask.dist import assert_same_on_all_ranks
 from multitask.errors import ConfigError
 from multitask.evaluation import evaluate
 from multitask.optim import build_optimizer, build_scheduler
 from multitask.runlog import MetricsLog
+from multitask.streaming import StreamProgress, is_stream, stream_progress, stream_steps
 from multitask.task import Task
 from multitask.types import TaskData
 
@@ -76,33 +78,52 @@ class Training:
     log: MetricsLog
     loop: Loop
     steps: int
-    bad: BadVideoLog
+    bad: BadVideoLog | None  # map-style datasets: videos that fail while training
+    stream: StreamProgress | None = None  # data=shards: the readers' states and counters
 
 
 def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
           resume: Resume | None = None) -> dict:
     trainer = conf["trainer"]
-    loader = train_loader(data, trainer, conf["seed"], accelerator.num_processes)
-    steps = total_steps(trainer, len(loader))
+    stream = stream_progress(conf, data, accelerator.process_index, accelerator.num_processes,
+                             resume.meta.get("stream") if resume else None, accelerator.is_main_process) \
+        if is_stream(data) else None
+    loader = stream.stream.loader() if stream else train_loader(data, trainer, conf["seed"], accelerator.num_processes)
+    steps = stream_steps(trainer) if stream else total_steps(trainer, len(loader))
     optimizer = build_optimizer(task, trainer["lr"], trainer["lr_backbone"], trainer["weight_decay"])
     scheduler = build_scheduler(optimizer, steps, trainer["warmup_ratio"])
-    task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
+    if trainer["compile"]:  # in place: the module names, and so the checkpoints, stay as without
+        logger.info("trainer.compile: %d transformer blocks compiled", len(compile_blocks(task.backbone)))
+    if stream:  # each process reads its own shards: the loader is not accelerate's
+        task, optimizer, scheduler = accelerator.prepare(task, optimizer, scheduler)
+    else:
+        task, optimizer, loader, scheduler = accelerator.prepare(task, optimizer, loader, scheduler)
     out = Path(conf["output_dir"])
     log = MetricsLog(out / "metrics.jsonl", accelerator.is_main_process, partial(tracking.log_record, accelerator))
-    bad = BadVideoLog(out / "skipped_videos.json", data.skipped, conf["data"]["max_bad_fraction"],
-                      accelerator.is_main_process)
+    bad = None if stream else BadVideoLog(out / "skipped_videos.json", data.skipped, conf["data"]["max_bad_fraction"],
+                                          accelerator.is_main_process)
     training = Training(conf, accelerator, task, data, optimizer, scheduler, loader, log,
-                        load_resume(accelerator, task, resume), steps, bad)
-    log.truncate_after(training.loop.step)
-    bad.restore(resume.meta.get("bad_videos") if resume is not None else None)
+                        load_resume(accelerator, task, resume), steps, bad, stream)
+    for written in (log, stream) if stream else (log,):
+        written.truncate_after(training.loop.step)
+    if bad is not None:
+        bad.restore(resume.meta.get("bad_videos") if resume is not None else None)
     tracking.start(accelerator, trainer["project_name"], conf, training.loop.step)
     with tqdm(total=steps, initial=training.loop.step, desc="training", disable=not accelerator.is_main_process) as bar:
-        while training.loop.step < steps:
-            train_one_epoch(training, bar)
+        if stream:
+            train_stream(training, bar)
+        else:
+            while training.loop.step < steps:
+                train_one_epoch(training, bar)
     save_checkpoint(training)
-    metrics = evaluate(conf, accelerator.unwrap_model(task), data, accelerator)
+    metrics = evaluate(conf, accelerator.unwrap_model(task), data, accelerator) if has_test(data) else {}
     tracking.finish(accelerator, metrics, training.loop.step)
     return metrics
+
+
+def has_test(data: TaskData) -> bool:
+    """Whether there is anything to evaluate on (data=shards has no test split)."""
+    return data.test is not None or any(part.test is not None for part in data.parts.values())
 
 
 def start_epoch(loader: DataLoader, epoch: int) -> DataLoader:
@@ -123,35 +144,53 @@ def train_one_epoch(training: Training, bar: tqdm) -> None:
     task.train()
     for batch in batches:
         training.bad.update(batch.get("failed", []), loop.step + 1)
-        with accelerator.accumulate(task):
-            terms = task(batch)
-            check_finite(terms["loss"], loop.step)
-            accelerator.backward(terms["loss"])
-            if accelerator.sync_gradients and training.conf["trainer"]["grad_clip"]:
-                accelerator.clip_grad_norm_(task.parameters(), training.conf["trainer"]["grad_clip"])
-            training.optimizer.step()
-            training.scheduler.step()
-            training.optimizer.zero_grad()
-        loop.batch_in_epoch += 1
-        training.log.add({k: float(v.detach()) for k, v in terms.items() if k == "loss" or k.endswith("_loss")})
-        if accelerator.sync_gradients:
-            loop.step += 1
-            bar.update(1)
-            after_step(training)
-            if loop.step >= training.steps:
-                return
+        if micro_step(training, batch, bar):
+            return
     loop.epoch, loop.batch_in_epoch = loop.epoch + 1, 0
+
+
+def train_stream(training: Training, bar: tqdm) -> None:
+    """data=shards: batches from this process's readers until ``training.steps``."""
+    training.task.train()
+    for batch in training.loader:
+        if micro_step(training, training.stream.consume(batch, training.accelerator.device), bar):
+            return
+
+
+def micro_step(training: Training, batch: dict, bar: tqdm) -> bool:
+    """Forward and backward of one batch, an optimizer step every ``trainer.grad_accum`` batches; True when
+    the run's last step is done."""
+    loop, accelerator, task = training.loop, training.accelerator, training.task
+    with accelerator.accumulate(task):
+        terms = task(batch)
+        check_finite(terms["loss"], loop.step)
+        accelerator.backward(terms["loss"])
+        if accelerator.sync_gradients and training.conf["trainer"]["grad_clip"]:
+            accelerator.clip_grad_norm_(task.parameters(), training.conf["trainer"]["grad_clip"])
+        training.optimizer.step()
+        training.scheduler.step()
+        training.optimizer.zero_grad()
+    loop.batch_in_epoch += 1
+    training.log.add({k: float(v.detach()) for k, v in terms.items() if k == "loss" or k.endswith("_loss")})
+    if not accelerator.sync_gradients:
+        return False
+    loop.step += 1
+    bar.update(1)
+    after_step(training)
+    return loop.step >= training.steps
 
 
 def after_step(training: Training) -> None:
     """Logging, periodic evaluation and checkpointing after an optimizer step."""
     trainer, loop = training.conf["trainer"], training.loop
     if loop.step % trainer["log_every"] == 0 or loop.step == training.steps:
-        training.log.flush(loop.step, loop.epoch, training.scheduler.get_last_lr()[-1])
+        extra = training.stream.log_fields(loop.step) if training.stream else None  # its "epoch" replaces ours
+        training.log.flush(loop.step, loop.epoch, training.scheduler.get_last_lr()[-1], extra)
         emcl = training.accelerator.unwrap_model(training.task).emcl
         if emcl is not None:
             assert_same_on_all_ranks(emcl.mean, "EMCL running mean")
-    if trainer["eval_every"] and loop.step % trainer["eval_every"] == 0 and loop.step < training.steps:
+    if trainer["eval_every"] and loop.step % trainer["eval_every"] == 0 and loop.step < training.steps \
+            and has_test(training.data):
         task = training.accelerator.unwrap_model(training.task)
         metrics = evaluate(training.conf, task, training.data, training.accelerator, write=False)
         training.log.write({"step": loop.step, "epoch": loop.epoch, **{f"eval/{k}": v for k, v in metrics.items()}})
@@ -173,12 +212,14 @@ def save_checkpoint(training: Training) -> None:
     root = Path(conf["output_dir"]) / "checkpoints"
     staging = ckpt.staging_dir(root, loop.step)
     accelerator.save_state(str(staging))
+    position = {"stream": training.stream.checkpoint_state()} if training.stream else \
+        {"bad_videos": training.bad.state()}
     accelerator.wait_for_everyone()  # every rank's RNG state is in the folder before rank 0 finalizes it
     if accelerator.is_main_process:
         accelerator.unwrap_model(training.task).save_assets(staging)
         (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))  # to rebuild the model
         meta = {"task": conf["task"]["name"], "step": loop.step, "epoch": loop.epoch,
-                "batch_in_epoch": loop.batch_in_epoch, "bad_videos": training.bad.state()}
+                "batch_in_epoch": loop.batch_in_epoch, **position}
         ckpt.finalize(root, loop.step, meta, conf["trainer"]["checkpoints_total_limit"])
     accelerator.wait_for_everyone()
 

@@ -5,6 +5,7 @@ A decoder module of one's own (``data.decoder``) provides the same three functio
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +30,30 @@ def _decord():
     return decord
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo | str:
-    """Open a video and decode its first and last frame. Returns its info or the reason it is bad."""
-    path = Path(path)
+def _open(source: str | os.PathLike | bytes, **size):
+    """A decord reader of a file path, or of a video file held in memory."""
+    uri = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    return _decord().VideoReader(uri, num_threads=1, **size)
+
+
+def _absent(source: str | os.PathLike | bytes) -> str | None:
+    """Why there is nothing to decode ("missing", "empty file"), or None."""
+    if isinstance(source, bytes):
+        return None if source else "empty file"
+    path = Path(source)
     if not path.is_file():
         return "missing"
-    if path.stat().st_size == 0:
-        return "empty file"
+    return None if path.stat().st_size else "empty file"
+
+
+def probe_video(path: str | os.PathLike | bytes) -> VideoInfo | str:
+    """Open a video (a path, or its bytes) and decode its first and last frame. Returns its info or the reason
+    it is bad."""
+    absent = _absent(path)
+    if absent:
+        return absent
     try:
-        reader = _decord().VideoReader(str(path), num_threads=1)
+        reader = _open(path)
         if len(reader) == 0:
             return "no frames"
         n, frames = _first_and_last(reader)
@@ -69,10 +85,9 @@ def _first_and_last(reader) -> tuple[int, np.ndarray]:
     raise first_error
 
 
-def read_frames(path: str, indices: list[int], height: int, width: int) -> np.ndarray:
-    """Frames ``indices`` of a video at (height, width): (t, height, width, 3) uint8."""
-    reader = _decord().VideoReader(path, width=width, height=height, num_threads=1)
-    return reader.get_batch(indices).asnumpy()
+def read_frames(path: str | bytes, indices: list[int], height: int, width: int) -> np.ndarray:
+    """Frames ``indices`` of a video (a path, or its bytes) at (height, width): (t, height, width, 3) uint8."""
+    return _open(path, width=width, height=height).get_batch(indices).asnumpy()
 
 
 def decode_all_frames(path: str, chunk: int = 64) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from multitask.errors import ConfigError
 from multitask.task import Shared, Task, build_task, register_task
 from multitask.types import EvalResult, TaskData
 
@@ -26,6 +27,7 @@ class MultiTask(Task):
         first = next(iter(tasks.values()))
         super().__init__(first.backbone, first.emcl)  # shared by every head
         self.tasks = nn.ModuleDict(tasks)
+        self.serves = tuple(tasks)  # the heads this model was built with (task.heads)
         self.weights = {name: float(weights[name]) for name in tasks}
 
     def serving(self, head: str) -> Task:
@@ -59,7 +61,10 @@ class MultiTask(Task):
 
 @register_task("multi")
 def build_multi(cfg: dict, data: TaskData | None, assets: Path | None, shared: Shared) -> MultiTask:
-    """One backbone and one EMCL for the three heads; ``task.<head>`` holds each head's settings."""
+    """One backbone and one EMCL for the heads ``task.heads`` names; ``task.<head>`` holds each head's settings."""
+    unknown = sorted(set(cfg["task"]["heads"]) - set(HEADS))
+    if unknown or not cfg["task"]["heads"]:
+        raise ConfigError(f"task.heads must name some of {', '.join(HEADS)}; got {cfg['task']['heads']}")
     heads = {name: build_task({**cfg, "task": cfg["task"][name]}, data.parts[name] if data else None, assets, shared)
-             for name in HEADS}
+             for name in cfg["task"]["heads"]}
     return MultiTask(heads, cfg["task"]["weights"])

@@ -20,6 +20,8 @@ from multitask.data.checks import check_videos
 from multitask.data.feature_cache import open_feature_cache
 from multitask.data.frame_cache import StoredClips, open_frame_cache
 from multitask.data.multi import MultiTaskDataset
+from multitask.data.shards import check_sources, parse_shards
+from multitask.data.stream import ClipSettings, ShardStream
 from multitask.data.tables import cache_dir
 from multitask.data.video_index import index_videos, indexed_path, outside
 from multitask.data.video_text import Loading, QADataset, VideoDataset, VideoTextDataset
@@ -186,3 +188,24 @@ def build_data(task: str, cfg: dict, show_progress: bool = True) -> TaskData:
     train = dataset_class(train_rows, train=True, seed=cfg["seed"], augment=cfg.get("augment", False), **common)
     test = dataset_class(test_rows, train=False, **common)
     return TaskData(train, test, _synthetic_attributes(root, test.video_ids()), {**unfound, **bad})
+
+
+STREAM_ANNOTATIONS = ("retrieval", "caption")  # the heads (video, caption) pairs can train
+
+
+def build_stream_data(cfg: dict, annotations: dict[str, str], mixing: str | None = None) -> TaskData:
+    """``data=shards``: one stream of (video, caption) samples for every head (``annotations``: head -> the
+    annotation kind it reads; task=multi takes turns, ``mixing`` round_robin); no test split."""
+    wrong = sorted(head for head, kind in annotations.items() if kind not in STREAM_ANNOTATIONS)
+    if wrong:
+        raise ConfigError(f"data=shards holds (video, caption) pairs, which train {' and '.join(STREAM_ANNOTATIONS)} "
+                          f"heads, not {', '.join(wrong)}")
+    if mixing not in (None, "round_robin"):
+        raise ConfigError("data=shards feeds every head from one stream: set task.mixing=round_robin")
+    sources = parse_shards(cfg["shards"])
+    check_sources(sources)
+    loading = Loading(DecoderSpec(cfg["decoder"], cfg["decode_timeout_s"]), "skip")
+    clip = ClipSettings(cfg["num_frames"], cfg["image_size"], cfg["augment"], cfg["caption_field"], loading)
+    stream = ShardStream(sources, cfg["seed"], cfg["shuffle_buffer"], clip)
+    parts = {head: TaskData(stream, None) for head in annotations} if mixing else {}
+    return TaskData(stream, None, parts=parts)
