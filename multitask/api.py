@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from multitask.ann import DEFAULT_RERANK
 from multitask.backbone import masked_mean
 from multitask.checkpoint import restore
 from multitask.data.video_index import video_id
 from multitask.decoding import DecodeError, DecoderSpec, process_decoder, require_readable
 from multitask.errors import ConfigError
-from multitask.search_index import load_index
+from multitask.search_index import SearchIndex, shortlist
+from multitask.similarity import VideoTextScorer
 from multitask.task import Answerer, Captioner, Task
 from multitask.types import FrameFeatures
 from multitask.video import load_clip
@@ -95,22 +97,33 @@ class Model:
             raise ConfigError(f"checkpoint {self.checkpoint}: {err}; {head} needs a checkpoint with a {head} "
                              "head") from err
 
+    def pool_frames(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) per-frame features, (N, T) mask -> (N, D): the video feature retrieval pools before EMCL
+        (mean pooling; for text-conditioned pooling its query-independent stand-in), L2-normalised. What the
+        first stage of search ranks by, with the L2-normalised text feature."""
+        pooled = VideoTextScorer(None, "mean", self.backbone.reference_compat).mean_pool(frames.float(), mask)
+        return F.normalize(pooled, dim=-1)
+
     @torch.no_grad()
-    def search(self, query: str, k: int = 5,
-               index: FrameFeatures | str | Path | None = None) -> list[tuple[str, float]]:
+    def search(self, query: str, k: int = 5, index: FrameFeatures | SearchIndex | str | Path | None = None,
+               rerank: int = DEFAULT_RERANK, exact: bool = False) -> list[tuple[str, float]]:
         """The k best videos for ``query``, scored through EMCL as at evaluation. ``index``: features from
-        ``build_index`` / ``encode_frames``, a folder written by ``multitask index``, or None for ``self.index``."""
+        ``build_index`` / ``encode_frames``, a folder written by ``multitask index`` (or opened as a
+        ``SearchIndex``), or None for ``self.index``. Only the ``rerank`` best by the first stage (cosine of the
+        pooled video and text features; FAISS for a folder) are scored through EMCL; ``exact`` scores all."""
         if isinstance(index, (str, Path)):
-            index = load_index(Path(index).expanduser())[0]
+            index = SearchIndex(Path(index).expanduser())
         index = self.index if index is None else index
         if index is None or not index.ids:
             raise ConfigError("search needs an index: call build_index(paths) first, or pass index=<folder> "
                              "written by `multitask index`")
         scorer = self._serving("retrieval").scorer
         text = self.backbone.encode_strings([query]).float()  # (1, D)
-        sim = scorer.blockwise(text, index.frames.to(self.device), index.mask.to(self.device), self.block_size)
-        top = sim[0].cpu().topk(min(k, len(index.ids)))
-        return [(index.ids[i], float(s)) for s, i in zip(top.values, top.indices)]
+        _check_dim(index, text.shape[1], self.checkpoint)
+        chosen = shortlist(index, text[0], None if exact else rerank, self.pool_frames)
+        sim = scorer.blockwise(text, chosen.frames.to(self.device), chosen.mask.to(self.device), self.block_size)
+        top = sim[0].cpu().topk(min(k, len(chosen.ids)))
+        return [(chosen.ids[i], float(s)) for s, i in zip(top.values, top.indices)]
 
     @torch.no_grad()
     def similarity(self, frames: torch.Tensor, frame_mask: torch.Tensor, texts: list[str]) -> torch.Tensor:
@@ -182,6 +195,16 @@ class Model:
         """Per-frame features (V, T, D) and one question per video -> (V, num_answers)."""
         video = task.pool_video(frames.to(self.device), mask.to(self.device))  # (V, D)
         return task.logits(video, task.encode_questions(questions), self.block_size)
+
+
+def _check_dim(index: FrameFeatures | SearchIndex, dim: int, checkpoint: Path) -> None:
+    """A clear error for an index made by a model of another feature size."""
+    held = index.dim if isinstance(index, SearchIndex) else index.frames.shape[-1]
+    if held != dim:
+        source = f"index {index.folder} (checkpoint {index.checkpoint})" if isinstance(index, SearchIndex) else "index"
+        raise ConfigError(f"{source} holds {held}-dimensional features, but checkpoint {checkpoint} makes {dim}-"
+                          "dimensional ones: search with the checkpoint the index was built with, or build an "
+                          "index with this one (`multitask index VIDEO_DIR --checkpoint ... --out NEW`)")
 
 
 def load(checkpoint: str | Path, device: str | None = None, reference_compat: bool | None = None) -> Model:

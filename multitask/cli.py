@@ -1,7 +1,7 @@
 """The ``multitask`` command: use trained checkpoints on your own videos and embeddings, check datasets.
 
     multitask index VIDEO_DIR --checkpoint C --out INDEX
-    multitask search INDEX "a query" -k 5
+    multitask search INDEX "a query" -k 5 [--rerank 200 | --exact]
     multitask caption --checkpoint C clip.mp4 ...
     multitask answer --checkpoint C clip.mp4 "question"
     multitask emcl-score TEXT.npy VIDEO.npy [--out SCORES.npy]
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multitask.ann import DEFAULT_RERANK
 from multitask.errors import UserError
 
 
@@ -28,8 +29,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from multitask.search_index import update_index
 
     model = load(args.checkpoint)
-    summary = update_index(model.encode_frames, str(model.checkpoint.resolve()), args.video_dir, args.out,
-                           model.decoder, args.batch_size)
+    summary = update_index(model.encode_frames, model.pool_frames, str(model.checkpoint.resolve()), args.video_dir,
+                           args.out, model.decoder, args.batch_size)
     print(f"{args.out}: {summary['added']} videos added, {summary['already']} already indexed, "
           f"{len(summary['failed'])} unreadable")
     for path, reason in summary["failed"].items():
@@ -39,10 +40,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from multitask.api import load
-    from multitask.search_index import load_index
+    from multitask.search_index import SearchIndex
 
-    index, checkpoint = load_index(args.index)
-    for rank, (video_id, score) in enumerate(load(args.checkpoint or checkpoint).search(args.query, args.k, index), 1):
+    index = SearchIndex(args.index)
+    found = load(args.checkpoint or index.checkpoint).search(args.query, args.k, index, args.rerank, args.exact)
+    for rank, (video_id, score) in enumerate(found, 1):
         print(f"{rank}\t{video_id}\t{score:.4f}")
     return 0
 
@@ -116,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
+    p.add_argument("--rerank", type=int, default=DEFAULT_RERANK, help="candidates of the approximate first stage "
+                                                                      "that EMCL re-ranks (default %(default)s)")
+    p.add_argument("--exact", action="store_true", help="score every indexed video through EMCL (slow on large "
+                                                         "indexes; also searches indexes of the old format)")
     p.set_defaults(run=cmd_search)
     p = sub.add_parser("caption", help="caption video files")
     p.add_argument("--checkpoint", required=True, type=Path)

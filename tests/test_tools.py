@@ -100,8 +100,8 @@ def test_index_goes_on_past_a_file_that_fails_after_the_probe(checkpoints, clips
 
     monkeypatch.setattr(api, "load_clip", damaged_in_the_middle)
     model = multitask.load(checkpoints["retrieval"])
-    summary = update_index(model.encode_frames, str(model.checkpoint), clips, tmp_path / "index", model.decoder,
-                           batch_size=4)
+    summary = update_index(model.encode_frames, model.pool_frames, str(model.checkpoint), clips, tmp_path / "index",
+                           model.decoder, batch_size=4)
     assert summary["added"] == 5 and len(summary["failed"]) == 2
     reason = summary["failed"][str((clips / "video45.mp4").resolve())]
     assert reason == "undecodable while loading (RuntimeError: corrupt packet at frame 57)"
