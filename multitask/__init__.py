@@ -14,3 +14,10 @@ def import_reference(path, out, clip="ViT-B-32", **kwargs):
     from multitask.reference import import_reference as _import
 
     return _import(path, out, clip=clip, **kwargs)
+
+
+def export(checkpoint, out, push_to_hub=None, private=False):
+    """Write a checkpoint's model as a portable folder (and upload it); see ``multitask.portable.export``."""
+    from multitask.portable import export as _export
+
+    return _export(checkpoint, out, push_to_hub=push_to_hub, private=private)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from safetensors.torch import load_model
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from multitask.errors import DataError
@@ -119,6 +119,19 @@ def load_weights(task: nn.Module, folder: Path) -> None:
     except RuntimeError as err:
         raise CheckpointError(f"{folder} does not fit the model this config builds (model.* and task.* must "
                               f"match the checkpoint's config.yaml): {str(err)[:600]}") from err
+
+
+def write_weights_only(task: Task, conf: dict, out: Path, origin: dict) -> Path:
+    """A weights-only checkpoint folder: ``model.safetensors`` (no optimizer state), the task's files (tokenizer,
+    answer vocabulary), ``config.yaml`` and ``meta.json`` (``weights_only``, step 0: ``resume`` starts a new run
+    from it), plus ``origin`` in the metadata. What ``restore`` and ``load_resume`` read."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(task, str(out / "model.safetensors"))
+    task.save_assets(out)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))
+    meta = {"task": conf["task"]["name"], "step": 0, "epoch": 0, "batch_in_epoch": 0, "weights_only": True, **origin}
+    (out / META).write_text(json.dumps(meta, indent=2))
+    return out
 
 
 @dataclass

@@ -8,6 +8,7 @@
     multitask doctor --data msrvtt --root DIR
     multitask import-reference PATH --out DIR --clip ViT-B-32 [--source emcl|clip4clip|emcl_qa] [--emcl-mean FILE]
                              [--answers FILE]
+    multitask export CHECKPOINT --out DIR [--push-to-hub REPO [--private]]
 """
 from __future__ import annotations
 
@@ -103,6 +104,16 @@ def cmd_import_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from multitask.portable import export, folder_size
+
+    out = export(args.checkpoint, args.out, args.push_to_hub, args.private)
+    print(f"{out}: model folder, {folder_size(out) / 1e6:.1f} MB (the checkpoint with its training state: "
+          f"{folder_size(args.checkpoint) / 1e6:.1f} MB); multitask.load, eval_only=true checkpoint=... and resume=... "
+          "accept it" + (f"; uploaded to the Hub repository {args.push_to_hub}" if args.push_to_hub else ""))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multitask", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=12)
     p.add_argument("--max-words", type=int, default=32)
     p.set_defaults(run=cmd_import_reference)
+    p = sub.add_parser("export", help="write a checkpoint's model as a portable folder (weights, config, tokenizer or "
+                                      "answers, model card); optionally upload it to the Hugging Face Hub")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", required=True, type=Path, help="a new folder")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload it to this Hub model repository (needs a login)")
+    p.add_argument("--private", action="store_true", help="create the Hub repository private")
+    p.set_defaults(run=cmd_export)
     return parser
 
 

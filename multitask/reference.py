@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from safetensors.torch import save_model
 
-from multitask.checkpoint import META
+from multitask.checkpoint import write_weights_only
 from multitask.emcl import reference_init
 from multitask.engine import compose_config
 from multitask.errors import ConfigError, DataError, MissingInputError
@@ -244,7 +242,9 @@ def import_reference(path: str | Path, out: str | Path, clip: str = "ViT-B-32", 
     if conf["model"]["emcl"]["enabled"]:
         mapped["emcl.mean"] = _emcl_mean(emcl_mean, conf["model"]["emcl"]["num_bases"])
     task.load_state_dict(mapped, strict=True)
-    return _write_folder(task, conf, out, {"imported_from": str(path.resolve()), "source": source})
+    write_weights_only(task, conf, out, {"imported_from": str(path.resolve()), "source": source})
+    logger.info("imported %s into %s", path, out)
+    return out
 
 
 def _emcl_mean(value: object, num_bases: int) -> torch.Tensor:
@@ -253,14 +253,3 @@ def _emcl_mean(value: object, num_bases: int) -> torch.Tensor:
     logger.warning("no EMCL mean given: reference checkpoints do not store it, so EMCL starts from a fresh "
                    "reference initialisation and evaluation will differ from the reference run's (pass emcl_mean)")
     return reference_init(num_bases, torch.Generator().manual_seed(0))
-
-
-def _write_folder(task: torch.nn.Module, conf: dict, out: Path, origin: dict) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(task, str(out / "model.safetensors"))
-    task.save_assets(out)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(conf)))
-    meta = {"task": conf["task"]["name"], "step": 0, "epoch": 0, "batch_in_epoch": 0, "weights_only": True, **origin}
-    (out / META).write_text(json.dumps(meta, indent=2))
-    logger.info("imported %s into %s", origin["imported_from"], out)
-    return out

@@ -131,8 +131,9 @@ def _git_commit() -> str | None:
 
 
 def environment(num_processes: int, device: str, mixed_precision: str) -> dict:
-    """What a result depends on besides the config: library versions, processes, threads, commit."""
+    """What a result depends on besides the config: library versions, processes, threads, commit, command."""
     return {"python": platform.python_version(), "platform": platform.platform(), "commit": _git_commit(),
             "torch": torch.__version__, "cuda": torch.version.cuda,  # the build tag pip metadata leaves out
             "device": device, "num_processes": num_processes, "torch_threads": torch.get_num_threads(),
-            "mixed_precision": mixed_precision, "packages": {p: _version(p) for p in PACKAGES}}
+            "mixed_precision": mixed_precision, "packages": {p: _version(p) for p in PACKAGES},
+            "argv": sys.argv}  # the command's arguments (the model card of `multitask export` shows them)
