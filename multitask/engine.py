@@ -110,14 +110,24 @@ QUOTED_KEYS = ("data.shards",)  # brace patterns, which Hydra's override grammar
 
 def quote_overrides(overrides: list[str]) -> list[str]:
     """The overrides with the values of ``QUOTED_KEYS`` quoted for Hydra when given bare
-    (``data.shards=/data/{00000..00099}.tar`` as the README and video2dataset write it)."""
-    quoted = []
+    (``data.shards=/data/{00000..00099}.tar``, as video2dataset users write it). A key given several times, as
+    the shell's own brace expansion of such an argument gives it, is one value joined with ``::``."""
+    values: dict[str, list[str]] = {}  # key as first given -> its bare values
+    quoted: list[str] = []
     for override in overrides:
         key, sep, value = override.partition("=")
-        if sep and key.lstrip("+~") in QUOTED_KEYS and value[:1] not in ("'", '"'):
-            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        quoted.append(key + sep + value)
-    return quoted
+        if not sep or key.lstrip("+~") not in QUOTED_KEYS or value[:1] in ("'", '"'):
+            quoted.append(override)
+            continue
+        if key not in values:
+            values[key] = []
+            quoted.append(key)  # a placeholder, filled in below
+        values[key].append(value)
+    return [f"{item}={_quote('::'.join(values[item]))}" if item in values else item for item in quoted]
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def compose_config(overrides: list[str]) -> dict:

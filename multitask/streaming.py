@@ -93,7 +93,8 @@ class StreamProgress:
         states = gather_objects([{k: s[k] for k in ("epoch", *COUNTERS)} for s in self.states.values()])
         bad, self.bad = gather_objects(self.bad), []
         if bad:
-            self.bad_log.write({"step": step, "skipped": [{"shard": s, "key": k, "reason": r} for s, k, r in bad]})
+            self.bad_log.write({"step": step, "skipped": [{"epoch": e, "shard": s, "key": k, "reason": r}
+                                                          for e, s, k, r in bad]})
         if self.record_samples:
             seen, self.seen = gather_objects(self.seen), []
             self.seen_log.write({"step": step, "samples": seen})

@@ -97,3 +97,23 @@ def e2e_run(tmp_path_factory):
         return runs[task]
 
     return get
+
+
+SHARD_SIZE = 7  # samples per shard of the ``shards`` fixture
+
+
+@pytest.fixture(scope="session")
+def tiny_train(tiny_root):
+    """The tiny set's 52 training clips (the 9k list), 2 frames of 32 px."""
+    from multitask.data.registry import build_data
+
+    return build_data("retrieval", data_config("msrvtt", tiny_root, num_frames=2, image_size=32),
+                      show_progress=False).train
+
+
+@pytest.fixture(scope="session")
+def shards(tiny_train, tmp_path_factory) -> str:
+    """``tiny_train`` as 8 tar shards of up to 7 samples (read-only for tests); the data.shards pattern."""
+    from multitask.data.shard_writer import write_shards
+
+    return write_shards(tiny_train, tmp_path_factory.mktemp("shards"), SHARD_SIZE, show_progress=False)

@@ -81,7 +81,15 @@ def read_portion(portion: Portion, start: int = 0) -> Iterator[tuple[int, dict]]
                 yield position, sample
     if errors:
         where = "cannot be read" if position < 0 else f"breaks off after {position + 1} samples"
-        raise ShardError(f"{where} ({error_summary(errors[0])})")
+        raise ShardError(f"{where} ({_tar_error(errors[0])})")
+
+
+def _tar_error(exn: BaseException) -> str:
+    """``Type: message`` without what webdataset appends to the exception (the stream and the url)."""
+    first = exn.args[0] if exn.args else ""
+    if isinstance(first, tuple):  # ('invalid header', stream, url)
+        first = first[0]
+    return f"{type(exn).__name__}: {str(first).split(' @ ')[0]}"
 
 
 class Reader:
@@ -92,7 +100,7 @@ class Reader:
         self.sources, self.seed, self.buffer_size = sources, seed, max(1, buffer_size)
         self.reader, self.readers, self.state = reader, readers, state
         self.buffer: list[tuple[int, int, dict]] = []  # (portion, position, sample)
-        self.bad: list[list[str]] = []  # [shard, key, reason] since the last batch
+        self.bad: list[list] = []  # [epoch, shard, key, reason] since the last batch
 
     def snapshot(self) -> dict:
         return {**asdict(self.state), "buffer": [[p, o] for p, o, _ in self.buffer]}
@@ -146,7 +154,7 @@ class Reader:
                     yield state.portion, position, sample
             except ShardError as err:
                 state.bad_shards += 1
-                self.bad.append([portions[state.portion].url, "", str(err)])
+                self.bad.append([state.epoch, portions[state.portion].url, "", str(err)])
             state.portion, state.position = state.portion + 1, 0
 
     @staticmethod
@@ -260,7 +268,10 @@ class ShardStream(IterableDataset):
         self.batch_size, self.topology, self.states = batch_size, topology, states
 
     def loader(self) -> DataLoader:
-        return DataLoader(self, batch_size=None, num_workers=self.topology.workers, persistent_workers=False)
+        """Its own generator: starting the iterator then draws nothing from the global RNG (dropout's), so a resumed
+        run's dropout masks are the uninterrupted run's."""
+        return DataLoader(self, batch_size=None, num_workers=self.topology.workers, persistent_workers=False,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def _reader(self) -> Reader:
         info = get_worker_info()
@@ -274,12 +285,12 @@ class ShardStream(IterableDataset):
         for epoch, sample in reader:
             if epoch > last_good_epoch + 1:
                 raise DataError(f"reader {reader.reader} found no usable sample in a whole epoch of its shards "
-                                f"(e.g. {reader.bad[-1][0] if reader.bad else 'none'}); check data.shards")
+                                f"(e.g. {reader.bad[-1][1] if reader.bad else 'none'}); check data.shards")
             try:
                 items.append(make_item(sample, epoch, self.seed, self.clip, decoder))
             except BadSample as bad:
                 reader.state.bad_samples += 1
-                reader.bad.append([sample["__url__"], sample["__key__"], str(bad)])
+                reader.bad.append([epoch, sample["__url__"], sample["__key__"], str(bad)])
                 continue
             last_good_epoch = epoch
             seen.append([epoch, sample["__url__"], sample["__key__"]])
