@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from multitask import checkpoint as ckpt
@@ -31,19 +31,23 @@ logger = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-def make_accelerator(trainer: dict, tracking: dict | None = None) -> Accelerator:
+def make_accelerator(trainer: dict, tracking: dict | None = None, heads_take_turns: bool = False) -> Accelerator:
     """CPU when no CUDA device exists, so ``accelerate launch --multi_gpu`` gives a gloo run.
 
     On the CPU each process gets its share of the cores (``accelerate launch`` otherwise pins
     OMP_NUM_THREADS to 1 and a single-process run uses one core). ``trainer.mixed_precision`` null
     leaves the choice to ``accelerate launch`` (its --mixed_precision flag or config file), else "no".
     ``tracking``: the experiment trackers' arguments (``multitask.tracking.accelerator_options``).
+    ``heads_take_turns`` (task=multi): a step trains one head, so DDP must expect the others' parameters to
+    get no gradient.
     """
     die_with_launcher()
     cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=trainer["mixed_precision"],
                               gradient_accumulation_steps=trainer["grad_accum"], dynamo_backend="no",
-                              dataloader_config=DataLoaderConfiguration(split_batches=True), **(tracking or {}))
+                              dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=heads_take_turns)],
+                              **(tracking or {}))
     if cpu:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
     if accelerator.is_main_process:
@@ -66,7 +70,7 @@ def run(cfg: DictConfig) -> dict:
     """Entry point: resolve the config, then train (and evaluate) or evaluate a checkpoint."""
     conf = OmegaConf.to_container(cfg, resolve=True)
     tracking = accelerator_options(conf["trainer"]["log_with"], conf["output_dir"])  # a missing tracker stops here
-    accelerator = make_accelerator(conf["trainer"], tracking)
+    accelerator = make_accelerator(conf["trainer"], tracking, heads_take_turns="heads" in conf["task"])
     setup_logging(accelerator.is_main_process)
     out = Path(conf["output_dir"])
     if not accelerator.is_main_process:

@@ -1,7 +1,8 @@
 """What a decoder child process runs (``multitask.decoding``): opening, probing and reading videos with
 decord. Only numpy and decord here, so a decoder process starts in a fraction of a second and stays small.
 A decoder module of one's own (``data.decoder``) provides the same three functions: ``probe_video``,
-``read_frames``, ``decode_all_frames``.
+``read_frames``, ``decode_all_frames``. ``probe_video`` and ``read_frames`` take a path or a whole video file's
+bytes (a sample of a tar shard, ``data=shards``).
 """
 from __future__ import annotations
 
