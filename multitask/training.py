@@ -116,6 +116,8 @@ def train(conf: dict, task: Task, data: TaskData, accelerator: Accelerator,
             while training.loop.step < steps:
                 train_one_epoch(training, bar)
     save_checkpoint(training)
+    if not has_test(data):
+        logger.info("no test split (data=%s): the run ends without an evaluation", conf["data"]["name"])
     metrics = evaluate(conf, accelerator.unwrap_model(task), data, accelerator) if has_test(data) else {}
     tracking.finish(accelerator, metrics, training.loop.step)
     return metrics

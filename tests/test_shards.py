@@ -177,3 +177,14 @@ def test_make_shards_command_writes_the_training_split(tiny_root, tmp_path, shar
     assert "52 samples" in result.stdout and "data.shards=" in result.stdout
     for url in parse_shards(shards)[0].urls:  # the same bytes as the library writes, every time
         assert (tmp_path / Path(url).name).read_bytes() == Path(url).read_bytes()
+
+
+def test_bench_shards_quick_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_shards.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["clips_per_second"]) == {"files", "shards"} and set(report["shards_vs_files"]) == {"0", "1", "2"}
+    assert all(rate > 0 for rates in report["clips_per_second"].values() for rate in rates.values())
+    assert "shards/files" in result.stdout
