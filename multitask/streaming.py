@@ -95,10 +95,22 @@ class StreamProgress:
         if bad:
             self.bad_log.write({"step": step, "skipped": [{"epoch": e, "shard": s, "key": k, "reason": r}
                                                           for e, s, k, r in bad]})
+            self._warn(bad)
         if self.record_samples:
             seen, self.seen = gather_objects(self.seen), []
             self.seen_log.write({"step": step, "samples": seen})
         return {"epoch": min(s["epoch"] for s in states), **{k: sum(s[k] for s in states) for k in COUNTERS}}
+
+    def _warn(self, bad: list[list]) -> None:
+        """Each skipped shard on the console; skipped samples as a count (skipped_samples.jsonl has them all)."""
+        if not self.bad_log.enabled:
+            return
+        shards = [(shard, reason) for _, shard, key, reason in bad if not key]
+        for shard, reason in shards:
+            logger.warning("skipped shard %s: %s", shard, reason)
+        if len(bad) > len(shards):
+            logger.warning("skipped %d samples since the last log, e.g. %s: %s (skipped_samples.jsonl)",
+                           len(bad) - len(shards), *next((k, r) for _, _, k, r in bad if k))
 
     def checkpoint_state(self) -> dict:
         """Every reader's state, for the checkpoint's meta.json. Every process calls it."""
