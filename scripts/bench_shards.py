@@ -86,7 +86,8 @@ def print_table(result: dict) -> None:
     rates = result["clips_per_second"]
     print(f"{'workers':>7}  {'files clips/s':>13}  {'shards clips/s':>14}  {'shards/files':>12}")
     for w in WORKERS:
-        print(f"{w:>7}  {rates['files'][w]:>13.1f}  {rates['shards'][w]:>14.1f}  {result['shards_vs_files'][w]:>11.2f}x")
+        ratio = result["shards_vs_files"][w]
+        print(f"{w:>7}  {rates['files'][w]:>13.1f}  {rates['shards'][w]:>14.1f}  {ratio:>11.2f}x")
 
 
 def main() -> None:

@@ -118,10 +118,10 @@ class Reader:
                 empty = False
                 yield self.state.epoch, sample
             if empty:
+                example = portions[0].url if portions else "-"
                 raise DataError(f"reader {self.reader} of {self.readers} found no sample in its shards in epoch "
-                                f"{self.state.epoch} ({len(portions)} shards, e.g. {portions[0].url if portions else '-'}"
-                                "): they cannot be read, or hold fewer samples than there are readers (processes x "
-                                "data loader workers)")
+                                f"{self.state.epoch} ({len(portions)} shards, e.g. {example}): they cannot be read, "
+                                "or hold fewer samples than there are readers (processes x data loader workers)")
             self.state = ReaderState(epoch=self.state.epoch + 1, batches=self.state.batches,
                                      samples=self.state.samples, bad_samples=self.state.bad_samples,
                                      bad_shards=self.state.bad_shards)
