@@ -19,7 +19,7 @@ def paired_emcl(emcl: EMCL, video: torch.Tensor, text: torch.Tensor,
     """
     b = video.shape[0]
     videos, texts = all_gather_with_grad(video), all_gather_with_grad(text)  # (B, D) each
-    rec_video, rec_text = emcl.joint(videos, texts)  # (B, D) each, float32
+    rec_video, rec_text = emcl.joint(videos.float(), texts.float())  # (B, D) each, float32 under autocast too
     with torch.autocast(device_type=rec_video.device.type, enabled=False):  # float32 similarities under mixed precision
         sim = F.normalize(rec_text.float(), dim=-1) @ F.normalize(rec_video.float(), dim=-1).t()  # (B, B)
     start = local_offset(b)
