@@ -30,7 +30,8 @@ class CaptionDecoder(nn.Module):
         self.memory = nn.Sequential(nn.Linear(memory_dim, width), nn.LayerNorm(width))
         config = GPT2Config(vocab_size=vocab_size, n_positions=max_length, n_embd=width, n_layer=layers, n_head=heads,
                             add_cross_attention=True, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-                            bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+                            bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+                            attn_implementation="sdpa")  # F.scaled_dot_product_attention, as the towers
         self.gpt = GPT2LMHeadModel(config)
         self.max_length = max_length
 

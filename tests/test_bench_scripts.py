@@ -1,4 +1,4 @@
-"""The benchmark scripts scripts/bench_emcl.py, bench_eval.py and bench_train.py, on tiny sizes."""
+"""The benchmark scripts scripts/bench_emcl.py, bench_eval.py, bench_train.py and bench_gpu.py, on tiny sizes."""
 from __future__ import annotations
 
 import copy
@@ -27,6 +27,7 @@ def load_script(name: str) -> ModuleType:
 
 
 bench_emcl, bench_eval, bench_train = load_script("bench_emcl"), load_script("bench_eval"), load_script("bench_train")
+bench_gpu = load_script("bench_gpu")
 
 
 class MatmulShapes(TorchDispatchMode):
@@ -116,3 +117,43 @@ def test_train_bench_compares_like_with_like(tmp_path):
     for (name, a), b in zip(framework.named_parameters(), bare.parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
     assert any(not torch.allclose(a, b) for a, b in zip(framework.parameters(), initial))  # and they did train
+
+
+def test_gpu_bench_quick_json_is_sane_and_survives_out_of_memory(tmp_path, monkeypatch):
+    """``--quick --json`` on the CPU; a caption batch that runs out of memory reads OOM and the run goes on."""
+    make_batch = bench_gpu.make_batch
+
+    def out_of_memory_for_captions(conf: dict, batch_size: int, device: torch.device, seed: int = 0) -> dict:
+        if conf["task"]["name"] == "caption" and batch_size == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return make_batch(conf, batch_size, device, seed)
+
+    monkeypatch.setattr(bench_gpu, "make_batch", out_of_memory_for_captions)
+    bench_gpu.main(["--quick", "--json", str(tmp_path / "gpu.json")])
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert {"device", "device_name", "peak_tflops", "steps", "attention", "losses", "loader"} <= set(result)
+    assert result["skipped"] == [] and result["errors"] == {} and result["peak_tflops"] is None  # no MFU on a CPU
+    steps = {(r["task"], r["precision"], r["batch"], r["chunks"]): r for r in result["steps"]}
+    assert len(steps) == 3 * 2 * 2 * 2
+    assert {r["status"] for k, r in steps.items() if k[0] == "caption"} == {"OOM", "OOM (at batch 2)"}
+    ok = [r for r in result["steps"] if r["task"] != "caption"]
+    for row in ok:
+        assert row["status"] == "ok" and row["step_s"] > 0 and math.isfinite(row["loss"]), row
+        assert row["clips_per_s"] == pytest.approx(row["batch"] / row["step_s"])
+        assert row["tflops"] == pytest.approx(row["flops"] / row["step_s"] / 1e12) and row["mfu"] is None
+    for (task, precision, batch, chunks), row in steps.items():  # FLOPs: by shape, without recomputation
+        if task != "caption":
+            assert row["flops"] == steps[(task, "fp32", batch, 1)]["flops"]
+            per_clip = [steps[(task, precision, b, chunks)]["flops"] / b for b in (2, 4)]
+            assert per_clip[1] == pytest.approx(per_clip[0], rel=0.1)  # the encoders' FLOPs dominate
+    sdpa, math_path = result["attention"]
+    assert sdpa["kernels"] == {"fused (cpu)": 6} and math_path["kernels"] == {"math": 6}  # 3 image, 2 text, 1 frame
+    assert sdpa["flops"] == math_path["flops"]
+    losses = result["losses"]["curves"]
+    assert set(losses) == {"fp32", "bf16"} and all(len(c) == 2 for c in losses.values())
+    assert result["losses"]["max_rel_diff"]["bf16"] < 0.05
+    demand = result["loader"]["demand"]["clips_per_s"]
+    assert demand == max(r["clips_per_s"] for r in ok if r["task"] == "retrieval")
+    rows = result["loader"]["rows"]
+    assert [(r["source"], r["workers"]) for r in rows] == [(s, w) for s in ("videos", "frame cache") for w in (0, 1)]
+    assert all(r["clips_per_s"] > 0 and r["of_demand"] == pytest.approx(r["clips_per_s"] / demand) for r in rows)
