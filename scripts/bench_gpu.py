@@ -1,7 +1,8 @@
 """GPU benchmark of the paper's training steps: time, memory, model FLOPs utilisation, attention path, compile,
 mixed-precision losses, and whether the data loader keeps up.
 
-On a CUDA machine (about 6 of its 8-minute budget on one H100; nothing is downloaded, weights are random):
+On a CUDA machine (planned for about 6 minutes on one H100, an estimate: no GPU has run it yet; nothing is
+downloaded, weights are random; no section starts after --budget-s, 420 s):
 
     EMCL_CACHE=/tmp/emcl-bench python scripts/bench_gpu.py --json bench_gpu.json | tee bench_gpu.txt
 
