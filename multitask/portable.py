@@ -67,9 +67,10 @@ def model_card(conf: dict, trained_steps: int, checkpoint: Path, num_parameters:
     task, model, data = conf["task"]["name"], conf["model"], conf["data"]
     run = _run_dir(checkpoint)
     command = training_command(_read_json(run / "environment.json") if run else None)
-    emcl = model["emcl"]
+    emcl, source = model["emcl"], data.get("root") or data.get("shards")  # data=shards has shard patterns
     bridge = f"EMCL with {emcl['num_bases']} bases, {emcl['iters']} iterations" if emcl["enabled"] else "no EMCL"
-    steps = f"trained {trained_steps} steps" if trained_steps else "imported weights (no training steps recorded)"
+    steps = f"trained {trained_steps} step{'s' * (trained_steps != 1)}" if trained_steps else \
+        "imported weights (no training steps recorded)"
     return f"""---
 library_name: emcl-multitask
 tags: [emcl, open_clip, video-text, {task}]
@@ -79,7 +80,7 @@ tags: [emcl, open_clip, video-text, {task}]
 {DESCRIPTIONS.get(task, task)}: an open_clip `{model['clip']}` backbone ({model['temporal']} temporal module,
 {model['pooling']} pooling), {bridge}; {num_parameters / 1e6:.2f} M parameters, {steps}.
 
-Data: `data={data['name']}` at `{data['root']}`, {data['num_frames']} frames of {data['image_size']} px per clip,
+Data: `data={data['name']}` at `{source}`, {data['num_frames']} frames of {data['image_size']} px per clip,
 captions and questions up to {data['max_words']} tokens.
 
 ## Evaluation
