@@ -71,10 +71,11 @@ def hyperparameters(conf: dict, prefix: str = "") -> dict[str, str | int | float
     return out
 
 
-def _init_kwargs(names: list[str], run_name: str, folder: Path, step: int) -> dict[str, dict]:
-    """Per tracker: the run's name and where its files go; when resuming at ``step`` > 0, what reopens its run."""
+def _init_kwargs(names: list[str], project_name: str, run_name: str, folder: Path, step: int) -> dict[str, dict]:
+    """Per tracker: the run's name and where its files go; when resuming at ``step`` > 0, what reopens its run.
+    (Aim names its run after the project, its experiment; MLflow stores where MLFLOW_TRACKING_URI says.)"""
     kwargs = {"wandb": {"name": run_name, "dir": str(folder)}, "mlflow": {"run_name": run_name},
-              "aim": {"experiment": run_name}}
+              "aim": {"experiment": project_name}}
     if not step:
         return kwargs
     kwargs["tensorboard"] = {"purge_step": step + 1}  # events past the checkpoint are hidden when read
@@ -94,7 +95,7 @@ def start(accelerator: Accelerator, project_name: str, conf: dict, step: int) ->
     folder.mkdir(parents=True, exist_ok=True)
     names = [str(n) for n in accelerator.log_with]
     accelerator.init_trackers(project_name, config=hyperparameters(conf),
-                              init_kwargs=_init_kwargs(names, str(conf["output_dir"]), folder, step))
+                              init_kwargs=_init_kwargs(names, project_name, str(conf["output_dir"]), folder, step))
     ids = {t.name: RUN_ID[t.name](t) for t in accelerator.trackers if t.name in RUN_ID}
     atomic_write_text(folder / RUN_IDS, json.dumps(ids, indent=2))
     logger.info("tracking with %s under %s", ", ".join(names), folder)

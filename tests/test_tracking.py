@@ -85,7 +85,7 @@ def test_unknown_or_missing_tracker_stops_at_start(monkeypatch, tmp_path):
     assert tracking.tracker_names("tensorboard") == ["tensorboard"] and tracking.accelerator_options(None, ".") == {}
     monkeypatch.setitem(tracking.TRACKERS, "aim", lambda: False)  # as without its package
     out = tmp_path / "run"
-    conf = OmegaConf.create(compose("trainer.log_with=[tensorboard,aim]", f"output_dir={out}", "data.root=/nonexistent"))
+    conf = OmegaConf.create(compose("trainer.log_with=[tensorboard,aim]", f"output_dir={out}", "data.root=/none"))
     with pytest.raises(ConfigError) as stopped:
         run(conf)
     assert str(stopped.value) == ("trainer.log_with=aim needs the aim package: pip install aim (or pip install "
