@@ -2,6 +2,7 @@
 
     multitask index VIDEO_DIR --checkpoint C --out INDEX
     multitask search INDEX "a query" -k 5 [--rerank 200 | --exact]
+    multitask serve INDEX [--checkpoint C] [--port 8000]
     multitask caption --checkpoint C clip.mp4 ...
     multitask answer --checkpoint C clip.mp4 "question"
     multitask emcl-score TEXT.npy VIDEO.npy [--out SCORES.npy]
@@ -47,6 +48,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     found = load(args.checkpoint or index.checkpoint).search(args.query, args.k, index, args.rerank, args.exact)
     for rank, (video_id, score) in enumerate(found, 1):
         print(f"{rank}\t{video_id}\t{score:.4f}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from multitask.api import load
+    from multitask.search_index import SearchIndex
+    from multitask.serve import serve
+
+    index = SearchIndex(args.index)
+    serve(load(args.checkpoint or index.checkpoint), index, args.host, args.port, args.rerank)
     return 0
 
 
@@ -134,6 +145,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="score every indexed video through EMCL (slow on large "
                                                          "indexes; also searches indexes of the old format)")
     p.set_defaults(run=cmd_search)
+    p = sub.add_parser("serve", help="a local search page over an index: results with frames, captions, answers")
+    p.add_argument("index", type=Path)
+    p.add_argument("--checkpoint", type=Path, help="default: the checkpoint the index was built with")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (the address is printed)")
+    p.add_argument("--rerank", type=int, default=DEFAULT_RERANK, help="as for search")
+    p.set_defaults(run=cmd_serve)
     p = sub.add_parser("caption", help="caption video files")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("videos", nargs="+", type=Path)

@@ -11,6 +11,7 @@ inner product. Also timed once: the EMCL re-ranking of 200 candidates of 12 fram
 
     python scripts/bench_search.py                                  # 10k, 100k, 1M: the framework's policy
     python scripts/bench_search.py --sizes 100000 --kinds flat ivf-flat hnsw ivf-pq   # the index types compared
+    python scripts/bench_search.py --sizes 1000000 --nprobe 16 32 64 128              # recall against scan cost
     python scripts/bench_search.py --quick --json /tmp/bench_search.json             # seconds
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from multitask import ann
 from multitask.emcl import EMCL
 from multitask.similarity import VideoTextScorer
 
-PER_CLUSTER, SPREAD, QUERY_SPREAD = 100, 1.5, 2.0
+PER_CLUSTER, SPREAD, QUERY_SPREAD = 100, 1.0, 1.5
 FULL_SIZES, QUICK_SIZES = (10_000, 100_000, 1_000_000), (2_000, 8_000)
 QUICK_POLICY = ann.Policy(flat_below=4_000)  # so that --quick builds both an exact and an IVF first stage
 CHUNK = 100_000  # rows generated at a time
@@ -133,16 +134,25 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)]))
 
 
-def measure(kind: str, videos: np.ndarray, queries: np.ndarray, exact: np.ndarray, policy: ann.Policy) -> Row:
+def measure(kind: str, videos: np.ndarray, queries: np.ndarray, exact: np.ndarray, policy: ann.Policy,
+            nprobes: list[int]) -> list[Row]:
+    """One row per ``nprobes`` value for an IVF index (its own nprobe when none), one row for the others."""
     rss = psutil.Process().memory_info().rss
     start = time.perf_counter()
     index = build_kind(kind, videos, policy)
     build_s = time.perf_counter() - start
     growth = (psutil.Process().memory_info().rss - rss) / 2**20
-    times, found = latencies_ms(index, queries)
-    return Row(len(videos), kind, describe(index), round(build_s, 2), round(index_megabytes(index), 1),
-               round(growth, 1), round(statistics.median(times), 3), round(float(np.percentile(times, 95)), 3),
-               round(recall(found, exact), 4))
+    size_mb = index_megabytes(index)
+    ivf = faiss.try_extract_index_ivf(index)
+    rows = []
+    for nprobe in (nprobes if ivf is not None and nprobes else [None]):
+        if nprobe is not None:
+            ivf.nprobe = nprobe
+        times, found = latencies_ms(index, queries)
+        rows.append(Row(len(videos), kind, describe(index), round(build_s, 2), round(size_mb, 1), round(growth, 1),
+                        round(statistics.median(times), 3), round(float(np.percentile(times, 95)), 3),
+                        round(recall(found, exact), 4)))
+    return rows
 
 
 def rerank_ms(candidates: int = 200, frames: int = 12, dim: int = 512, repeats: int = 20) -> float:
@@ -176,14 +186,16 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run(sizes: tuple[int, ...], kinds: list[str], dim: int, num_queries: int, policy: ann.Policy) -> dict:
+def run(sizes: tuple[int, ...], kinds: list[str], dim: int, num_queries: int, policy: ann.Policy,
+        nprobes: list[int]) -> dict:
     rows = []
     for size in sizes:
         videos, queries = library(size, dim, num_queries)
         exact = faiss.knn(queries, videos, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
         for kind in kinds:
-            rows.append(measure(kind, videos, queries, exact, policy))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for row in measure(kind, videos, queries, exact, policy, nprobes):
+                rows.append(row)
+                print(table([row]).splitlines()[-1], flush=True)
         del videos
     return {"dim": dim, "queries": num_queries, "build_threads": BUILD_THREADS, "query_threads": QUERY_THREADS,
             "policy": asdict(policy), "rows": [asdict(r) for r in rows], "rerank_200_ms": rerank_ms(dim=dim)}
@@ -193,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", help=f"library sizes (default {FULL_SIZES})")
     parser.add_argument("--kinds", nargs="+", default=["auto"], choices=["auto", "flat", "ivf-flat", "hnsw", "ivf-pq"])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[], help="IVF indexes: time these nprobe values "
+                                                                           "(default: the policy's)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, 50 queries, exact below 4,000")
@@ -200,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES))
     policy = QUICK_POLICY if args.quick else ann.Policy()
-    result = run(sizes, args.kinds, args.dim, 50 if args.quick else args.queries, policy)
+    result = run(sizes, args.kinds, args.dim, 50 if args.quick else args.queries, policy, args.nprobe)
     print(table([Row(**r) for r in result["rows"]]))
     print(f"EMCL re-ranking of 200 candidates: {result['rerank_200_ms']:.1f} ms (median); built on "
           f"{BUILD_THREADS} threads, queried on {QUERY_THREADS}")

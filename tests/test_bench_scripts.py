@@ -157,3 +157,15 @@ def test_gpu_bench_quick_json_is_sane_and_survives_out_of_memory(tmp_path, monke
     rows = result["loader"]["rows"]
     assert [(r["source"], r["workers"]) for r in rows] == [(s, w) for s in ("videos", "frame cache") for w in (0, 1)]
     assert all(r["clips_per_s"] > 0 and r["of_demand"] == pytest.approx(r["clips_per_s"] / demand) for r in rows)
+
+
+def test_search_bench_json_has_every_size_and_a_sound_recall(tmp_path):
+    bench_search = load_script("bench_search")
+    bench_search.main(["--quick", "--json", str(tmp_path / "search.json")])
+    result = json.loads((tmp_path / "search.json").read_text())
+    assert {"dim", "queries", "build_threads", "query_threads", "policy", "rows", "rerank_200_ms"} <= set(result)
+    rows = result["rows"]
+    assert [r["size"] for r in rows] == list(bench_search.QUICK_SIZES) and result["queries"] == 50
+    assert rows[0]["index"] == "Flat (exact)" and rows[0]["recall_at_10"] == 1.0  # below the policy's flat_below
+    assert rows[1]["index"].startswith("IVF-Flat nlist=89 ") and rows[1]["recall_at_10"] >= 0.95
+    assert all(0 < r["p50_ms"] <= r["p95_ms"] and r["index_mb"] > 0 for r in rows) and result["rerank_200_ms"] > 0

@@ -1,0 +1,93 @@
+"""How well approximate search agrees with exact EMCL search, on an index folder and its checkpoint.
+
+For every query, the exact top k (``Model.search(..., exact=True)``: every indexed video through EMCL) is
+compared with
+- search as it runs (``--rerank R``: the first stage's R best, re-ranked through EMCL): recall@k, the share of
+  the exact top k it returns;
+- the first stage alone, two ways: the share of the exact top k among the R best by the cosine of the
+  L2-normalised pooled video and text features (what the first stage ranks by), and by the inner product of
+  the same features unnormalised (what a first stage without normalising would rank by).
+
+    python scripts/search_agreement.py INDEX --msrvtt-json DATA/MSRVTT_data.json   # each clip's first caption
+    python scripts/search_agreement.py INDEX --queries queries.txt -k 10 --rerank 10 25 50 100 200 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import multitask
+from multitask.backbone import masked_mean
+from multitask.search_index import SearchIndex
+
+
+def first_captions(msrvtt_json: Path, ids: list[str]) -> list[str]:
+    """The first caption of every indexed video that ``MSRVTT_data.json`` describes, in index order."""
+    first: dict[str, str] = {}
+    for sentence in json.loads(msrvtt_json.read_text())["sentences"]:
+        first.setdefault(sentence["video_id"], sentence["caption"])
+    return [first[i] for i in ids if i in first]
+
+
+def overlap(found: list[str] | np.ndarray, exact: list[str] | np.ndarray) -> float:
+    return len(set(found) & set(exact)) / len(exact)
+
+
+def first_stage_scores(model: multitask.Model, index: SearchIndex, queries: list[str]) -> dict[str, np.ndarray]:
+    """(queries, videos) scores of the two candidate first stages."""
+    feats = index.features()
+    pooled = masked_mean(feats.frames, feats.mask)  # (V, D) before EMCL, unnormalised
+    text = torch.cat([model.backbone.encode_strings(queries[i: i + 256]).float()
+                      for i in range(0, len(queries), 256)]).cpu()  # (Q, D)
+    with torch.no_grad():
+        return {"cosine": (torch.nn.functional.normalize(text, dim=-1) @ model.pool_frames(feats.frames, feats.mask).T
+                           ).numpy(),
+                "inner product": (text @ pooled.T).numpy()}
+
+
+def measure(model: multitask.Model, index: SearchIndex, queries: list[str], k: int, reranks: list[int]) -> dict:
+    stages = first_stage_scores(model, index, queries)
+    ids = np.array(index.ids)
+    rows: dict[str, dict[int, list[float]]] = {name: {r: [] for r in reranks}
+                                               for name in ["search", *(f"first stage: {s}" for s in stages)]}
+    for q, query in enumerate(tqdm(queries, desc="queries")):
+        exact = [v for v, _ in model.search(query, k, index, exact=True)]
+        for r in reranks:
+            rows["search"][r].append(overlap([v for v, _ in model.search(query, k, index, rerank=r)], exact))
+            for name, scores in stages.items():
+                rows[f"first stage: {name}"][r].append(overlap(ids[np.argsort(-scores[q], kind="stable")[:r]], exact))
+    return {name: {r: float(np.mean(v)) for r, v in by_r.items()} for name, by_r in rows.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("index", type=Path)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--queries", type=Path, help="one query per line")
+    source.add_argument("--msrvtt-json", type=Path, help="MSRVTT_data.json: each indexed clip's first caption")
+    parser.add_argument("--checkpoint", type=Path, help="default: the index's")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--rerank", type=int, nargs="+", default=[10, 25, 50, 100, 200])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    index = SearchIndex(args.index)
+    model = multitask.load(args.checkpoint or index.checkpoint)
+    queries = (args.queries.read_text().splitlines() if args.queries else first_captions(args.msrvtt_json, index.ids))
+    result = {"videos": len(index.ids), "queries": len(queries), "k": args.k,
+              "recall": measure(model, index, [q for q in queries if q.strip()], args.k, args.rerank)}
+    print(f"recall@{args.k} against exact EMCL search ({len(index.ids)} videos, {len(queries)} queries)")
+    print("| | " + " | ".join(f"R={r}" for r in args.rerank) + " |\n|---|" + "---:|" * len(args.rerank))
+    for name, by_r in result["recall"].items():
+        print(f"| {name} | " + " | ".join(f"{by_r[r]:.3f}" for r in args.rerank) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
