@@ -20,9 +20,6 @@ from multitask.metrics import format_table
 logger = logging.getLogger(__name__)
 
 CARD = "README.md"
-DESCRIPTIONS = {"retrieval": "text-to-video retrieval", "caption": "video captioning",
-                "qa": "video question answering", "multi": "text-to-video retrieval, video captioning and video "
-                                                          "question answering on one backbone"}
 
 
 def folder_size(folder: Path) -> int:
@@ -62,8 +59,10 @@ def _evaluation(checkpoint: Path, run: Path | None) -> str:
             f"```\n{format_table(report['metrics'])}\n```")
 
 
-def model_card(conf: dict, trained_steps: int, checkpoint: Path, num_parameters: int, name: str) -> str:
-    """README.md of an exported folder: what the model does, on what it was trained, its metrics, the command."""
+def model_card(conf: dict, serves: tuple[str, ...], trained_steps: int, checkpoint: Path, num_parameters: int,
+               name: str) -> str:
+    """README.md of an exported folder: what the model does (the heads it ``serves``), on what it was trained, its
+    metrics, the command."""
     task, model, data = conf["task"]["name"], conf["model"], conf["data"]
     run = _run_dir(checkpoint)
     command = training_command(_read_json(run / "environment.json") if run else None)
@@ -77,7 +76,7 @@ tags: [emcl, open_clip, video-text, {task}]
 ---
 # EMCL {task} model
 
-{DESCRIPTIONS.get(task, task)}: an open_clip `{model['clip']}` backbone ({model['temporal']} temporal module,
+Heads: {', '.join(serves)}; an open_clip `{model['clip']}` backbone ({model['temporal']} temporal module,
 {model['pooling']} pooling), {bridge}; {num_parameters / 1e6:.2f} M parameters, {steps}.
 
 Data: `data={data['name']}` at `{source}`, {data['num_frames']} frames of {data['image_size']} px per clip,
@@ -143,7 +142,8 @@ def export(checkpoint: str | Path, out: str | Path, push_to_hub: str | None = No
     with atomic_path(out) as tmp:  # a finished folder or none (an empty one is replaced)
         write_weights_only(restored.task, restored.conf, tmp,
                            {"exported_from": str(checkpoint.resolve()), "trained_steps": steps})
-        (tmp / CARD).write_text(model_card(restored.conf, steps, checkpoint, num_parameters, out.name))
+        (tmp / CARD).write_text(model_card(restored.conf, restored.task.serves, steps, checkpoint, num_parameters,
+                                           out.name))
     logger.info("exported %s to %s", checkpoint, out)
     if push_to_hub:
         logger.info("uploaded to %s", upload(out, push_to_hub, private))

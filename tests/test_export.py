@@ -36,7 +36,8 @@ def test_the_folder_holds_the_model_and_its_card(retrieval):
     assert f"{out}: model folder, {folder_size(out) / 1e6:.1f} MB" in printed
     card = (out / "README.md").read_text()
     report = json.loads((run / "eval.json").read_text())
-    assert "# EMCL retrieval model" in card and "trained 4 steps" in card and "`data=synthetic`" in card
+    assert "# EMCL retrieval model\n\nHeads: retrieval; an open_clip `emcl-tiny` backbone" in card
+    assert "trained 4 steps" in card and "`data=synthetic`" in card
     assert format_table(report["metrics"]) in card and "t2v/R@1" in card  # the run's metrics
     assert f"{report['num_samples']} samples scored" in card
     assert f"debug=quick data.root={run.parent / 'data'}" in card and "output_dir=" in card  # the command
