@@ -2,7 +2,7 @@
 mixed-precision losses, and whether the data loader keeps up.
 
 On a CUDA machine (planned for about 6 minutes on one H100, an estimate: no GPU has run it yet; nothing is
-downloaded, weights are random; no section starts after --budget-s, 420 s):
+downloaded, weights are random; no section starts after --budget-s, 400 s):
 
     EMCL_CACHE=/tmp/emcl-bench python scripts/bench_gpu.py --json bench_gpu.json | tee bench_gpu.txt
 
@@ -15,7 +15,8 @@ downloaded, weights are random; no section starts after --budget-s, 420 s):
    fp16, as Accelerate runs them), at per-GPU batch 32, 64 and 128, without and with gradient caching
    (trainer.contrastive_chunks=4). Per cell: seconds per step (forward, backward, clipping, AdamW; the same
    batch already on the card; after warm-up steps, the device synchronised), clips/s, peak memory
-   (torch.cuda.max_memory_allocated: weights, gradients, optimizer state, activations), model TFLOP/s and MFU.
+   (torch.cuda.max_memory_allocated less the other models built: this model's weights, gradients, optimizer
+   state, activations, the batch), model TFLOP/s and MFU.
    A cell that runs out of memory reads OOM, and the larger batches of its row are not tried.
 2. attention: the same step with PyTorch's choice of SDPA kernel (flash / memory-efficient / cuDNN, what the
    towers, the frame transformer and the decoder use) against the math path (sdpa_kernel(SDPBackend.MATH)),
@@ -30,7 +31,9 @@ FLOPs: multitask.perf.step_flops, FlopCounterMode over each cell's first warm-up
 convolutions and attention by their shapes, 2 per multiply-add; gradient caching's recomputed forward left
 out). Peak: the dense datasheet TFLOP/s of multitask.perf.PEAK_TFLOPS for torch.cuda.get_device_name() (bf16 and
 fp16 tensor cores; fp32 without tf32, PyTorch's default for matrix products); MFU is n/a on other devices.
-A section starts only while the time budget (--budget-s) lasts; the JSON is rewritten after every section.
+A section starts only while the time budget (--budget-s) lasts, and the steps take at most STEPS_SHARE of it
+(their remaining cells read skipped), so the other sections get their turn; the JSON is rewritten after every
+section.
 JSON keys: device, device_name, peak_tflops, plan, steps, attention, losses, loader, compile (rows as printed),
 skipped (sections the budget left out), errors (section -> the exception that stopped it), seconds.
 """
@@ -66,6 +69,7 @@ from multitask.task import Task, build_task  # noqa: E402
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COLOURS, SHAPES, MOTIONS = ("red", "green", "blue", "yellow"), ("disc", "square", "star"), ("left", "right", "up")
 Cell = tuple[str, str, int]  # (task, precision, per-GPU batch)
+STEPS_SHARE = 0.55  # of the time budget, at most, for the steps section
 
 
 @dataclass(frozen=True)
@@ -102,16 +106,18 @@ QUICK = Plan(tasks={"retrieval": ["task=retrieval", "model.pooling=text_conditio
 
 @dataclass
 class Bench:
-    """The run's state: device, deadline, the built tasks (once each) and their starting weights."""
+    """The run's state: device, time budget, the built tasks (once each) and their starting weights."""
     plan: Plan
     device: torch.device
-    deadline: float
+    start: float  # time.perf_counter() at the start
+    budget_s: float
     assets: Path
     tasks: dict[str, tuple[Task, dict]] = field(default_factory=dict)  # name -> (task, resolved config)
     initial: dict[str, dict] = field(default_factory=dict)  # name -> state dict on the CPU
 
-    def out_of_time(self) -> bool:
-        return time.perf_counter() > self.deadline
+    def out_of_time(self, share: float = 1.0) -> bool:
+        """Past ``share`` of the time budget."""
+        return time.perf_counter() > self.start + share * self.budget_s
 
     def task(self, name: str) -> tuple[Task, dict]:
         if name not in self.tasks:
@@ -184,6 +190,7 @@ def release(bench: Bench) -> None:
 def timed_steps(bench: Bench, task: Task, conf: dict, precision: str, batch_size: int, count: bool) -> dict:
     """Warm-up steps (the first counting FLOPs and attention kernels when ``count``), then the timed ones."""
     plan, device = bench.plan, bench.device
+    resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0  # every built model's weights
     batch = make_batch(conf, batch_size, device)
     step = make_step(task, conf, precision, device)
     out: dict = {}
@@ -205,8 +212,15 @@ def timed_steps(bench: Bench, task: Task, conf: dict, precision: str, batch_size
         loss = step(batch)
     synchronize(device)
     out.update(step_s=(time.perf_counter() - start) / plan.steps, loss=float(loss))
-    out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    if device.type == "cuda":  # this model's weights, and all the step allocated at its peak
+        out["peak_gib"] = (torch.cuda.max_memory_allocated(device) - resident + model_bytes(task)) / 2**30
+    else:
+        out["peak_gib"] = None
     return out
+
+
+def model_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 def run_cell(bench: Bench, name: str, precision: str, batch_size: int, chunks: int, count: bool = True,
@@ -246,7 +260,7 @@ def steps_section(bench: Bench, peak_of: Callable[[str], float | None]) -> list[
                 failed = None
                 for batch_size in bench.plan.batches:
                     base = {"task": name, "precision": precision, "batch": batch_size, "chunks": chunks}
-                    if failed or bench.out_of_time():
+                    if failed or bench.out_of_time(STEPS_SHARE):
                         status = f"OOM (at batch {failed})" if failed else "skipped (time budget)"
                         rows.append({**base, "status": status})
                         continue
@@ -331,7 +345,7 @@ def run(plan: Plan, budget_s: float, json_path: Path | None) -> dict:
     result: dict = {"device": str(device), "device_name": name, "peak_tflops": asdict(peak) if peak else None,
                     "plan": asdict(plan), "skipped": [], "errors": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(plan, device, start + budget_s, write_assets(Path(tmp)))
+        bench = Bench(plan, device, start, budget_s, write_assets(Path(tmp)))
         for section, compute in sections(bench, result, lambda p: peak_tflops(peak, p)).items():
             if bench.out_of_time():
                 result["skipped"].append(section)
@@ -351,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes (the CPU test; seconds)")
     parser.add_argument("--json", type=Path, help="write the results here (after every section)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="start no section after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=400.0, help="start no section after this many seconds")
     parser.add_argument("--compile-backend", help="torch.compile backend of the compile section (default inductor; "
                                                  "with --quick, runs the section, e.g. aot_eager)")
     args = parser.parse_args(argv)
