@@ -18,6 +18,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from tqdm.auto import tqdm
 
 from multitask.files import atomic_path
 
@@ -63,8 +64,14 @@ def build(vectors: np.ndarray, policy: Policy, seed: int = 0) -> faiss.Index:
         sample = np.random.default_rng(seed).choice(n, min(n, policy.train_per_list * lists), replace=False)
         index.train(vectors[np.sort(sample)])
         index.nprobe = policy.nprobe(lists)
-    index.add(vectors)
+    add(index, vectors)
     return index
+
+
+def add(index: faiss.Index, vectors: np.ndarray, chunk: int = 65_536) -> None:
+    """Append ``vectors`` (ids continue from ``index.ntotal``), with a progress bar for large additions."""
+    for start in tqdm(range(0, len(vectors), chunk), desc="first stage", leave=False, disable=len(vectors) < 4 * chunk):
+        index.add(vectors[start: start + chunk])
 
 
 def needs_rebuild(index: faiss.Index, total: int, policy: Policy, trained_on: int) -> bool:

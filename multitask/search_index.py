@@ -137,7 +137,7 @@ def _update_first_stage(out: Path, meta: dict, policy: ann.Policy) -> None:
     if index is None or index.ntotal > total or ann.needs_rebuild(index, total, policy, trained_on):
         index, trained_on = ann.build(_pooled(out, meta["entries"], 0), policy), total
     elif index.ntotal < total:
-        index.add(_pooled(out, meta["entries"], index.ntotal))
+        ann.add(index, _pooled(out, meta["entries"], index.ntotal))
     ann.save(index, path)
     meta["ann"] = {"trained_on": trained_on}
 
@@ -159,7 +159,7 @@ def _read_rows(folder: Path, rows: Sequence[tuple[int, int]], name: str) -> torc
     for k, (part, _) in enumerate(rows):
         by_part.setdefault(part, []).append(k)
     order, blocks = [], []
-    for part, ks in by_part.items():
+    for part, ks in tqdm(by_part.items(), desc=f"reading {name}", leave=False, disable=len(by_part) < 1000):
         wanted = [rows[k][1] for k in ks]
         with safe_open(str(_part(folder, part)), framework="pt") as f:
             span = f.get_slice(name)[min(wanted): max(wanted) + 1]

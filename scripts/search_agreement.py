@@ -38,16 +38,14 @@ def overlap(found: list[str] | np.ndarray, exact: list[str] | np.ndarray) -> flo
     return len(set(found) & set(exact)) / len(exact)
 
 
+@torch.no_grad()
 def first_stage_scores(model: multitask.Model, index: SearchIndex, queries: list[str]) -> dict[str, np.ndarray]:
     """(queries, videos) scores of the two candidate first stages."""
     feats = index.features()
-    pooled = masked_mean(feats.frames, feats.mask)  # (V, D) before EMCL, unnormalised
     text = torch.cat([model.backbone.encode_strings(queries[i: i + 256]).float()
-                      for i in range(0, len(queries), 256)]).cpu()  # (Q, D)
-    with torch.no_grad():
-        return {"cosine": (torch.nn.functional.normalize(text, dim=-1) @ model.pool_frames(feats.frames, feats.mask).T
-                           ).numpy(),
-                "inner product": (text @ pooled.T).numpy()}
+                      for i in range(0, len(queries), 256)]).cpu()  # (Q, D), unnormalised
+    cosine = torch.nn.functional.normalize(text, dim=-1) @ model.pool_frames(feats.frames, feats.mask).T
+    return {"cosine": cosine.numpy(), "inner product": (text @ masked_mean(feats.frames, feats.mask).T).numpy()}
 
 
 def measure(model: multitask.Model, index: SearchIndex, queries: list[str], k: int, reranks: list[int]) -> dict:
@@ -73,13 +71,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", type=Path, help="default: the index's")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--rerank", type=int, nargs="+", default=[10, 25, 50, 100, 200])
+    parser.add_argument("--max-queries", type=int, help="only the first N queries")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     index = SearchIndex(args.index)
     model = multitask.load(args.checkpoint or index.checkpoint)
     queries = (args.queries.read_text().splitlines() if args.queries else first_captions(args.msrvtt_json, index.ids))
+    queries = [q for q in queries if q.strip()][: args.max_queries]
     result = {"videos": len(index.ids), "queries": len(queries), "k": args.k,
-              "recall": measure(model, index, [q for q in queries if q.strip()], args.k, args.rerank)}
+              "recall": measure(model, index, queries, args.k, args.rerank)}
     print(f"recall@{args.k} against exact EMCL search ({len(index.ids)} videos, {len(queries)} queries)")
     print("| | " + " | ".join(f"R={r}" for r in args.rerank) + " |\n|---|" + "---:|" * len(args.rerank))
     for name, by_r in result["recall"].items():

@@ -33,7 +33,7 @@ def indexed(e2e_run, tmp_path_factory) -> dict:
     update_index(model.encode_frames, model.pool_frames, str(checkpoint.resolve()), folder, out, model.decoder)
     sentences = json.loads((base / "data" / "MSRVTT_data.json").read_text())["sentences"]
     captions = {s["video_id"]: s["caption"] for s in reversed(sentences) if s["video_id"] in CLIPS}  # the first
-    return {"model": model, "index": out, "captions": captions, "base": base, "e2e_run": e2e_run}
+    return {"model": model, "index": out, "captions": captions, "e2e_run": e2e_run}
 
 
 def a_query_its_clip_wins(indexed) -> tuple[str, list[tuple[str, float]]]:
