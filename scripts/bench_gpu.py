@@ -99,7 +99,7 @@ FULL = Plan(tasks={"retrieval": ["experiment=emcl_msrvtt_retrieval"], "caption":
 TINY = ["model.temporal=transformer", "model.temporal_layers=1", "data.num_frames=4", "data.image_size=32"]
 QUICK = Plan(tasks={"retrieval": ["task=retrieval", "model.pooling=text_conditioned", *TINY],
                     "caption": ["task=caption", *TINY], "qa": ["task=qa", *TINY]},
-             precisions=("fp32", "bf16"), batches=(2, 4), chunks=2, warmup=1, steps=2,
+             precisions=("fp32", "bf16"), batches=(2, 4), chunks=2, warmup=1, steps=1,  # 2 steps a cell
              attention=(("retrieval", "bf16", 4),), loss_batch=2, loss_steps=2, workers=(0, 1), compile=None,
              loader={"clips": 4, "size": 64, "frames": 24, "batch": 2, "num_frames": 4, "image_size": 32})
 
