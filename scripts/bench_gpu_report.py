@@ -16,7 +16,7 @@ def _cell(row: dict) -> str:
         return f"{head}   {row['status']}"
     mfu = _num(100 * row["mfu"], ".1f") + "%" if row.get("mfu") is not None else "n/a"
     return (f"{head}{row['step_s']:>9.4f}{row['clips_per_s']:>9.1f}{_num(row['peak_gib'], '.2f'):>9}"
-            f"{_num(row.get('tflops'), '.4g'):>9}{mfu:>8}")
+            f"{_num(row.get('tflops'), '.3g'):>9}{mfu:>8}")
 
 
 def steps_table(rows: list[dict]) -> None:
