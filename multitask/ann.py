@@ -7,8 +7,9 @@ search then scores only those through EMCL as evaluation does (``multitask.searc
 
 Index type, chosen by ``scripts/bench_search.py`` (numbers in the README): exact inner product
 (``IndexFlatIP``) under ``Policy.flat_below`` videos, where scanning everything costs a few milliseconds;
-above, IVF-Flat: a k-means coarse quantizer of about sqrt(n) lists, each query scanning ``nprobe`` of them
-(1/32 of the lists, at least 16). Vector ids are positions in the index's entry list (vectors are added in entry order).
+above, IVF-Flat: a k-means coarse quantizer of about 4 sqrt(n) lists, each query scanning ``nprobe`` of them
+(1/128 of the lists, at least 16). Vector ids are positions in the index's entry list (vectors are added in
+entry order).
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ MIN_TRAIN_PER_LIST = 39  # FAISS's k-means warns below this many training vector
 class Policy:
     """How the first stage is built for a library of n videos."""
     flat_below: int = 20_000  # exact inner product below this many videos
-    lists_per_sqrt: float = 1.0  # IVF lists: lists_per_sqrt * sqrt(n) (k-means and assignment cost grow with it)
-    probe_fraction: float = 1 / 32  # share of the lists each query scans (nprobe)
+    lists_per_sqrt: float = 4.0  # IVF lists: lists_per_sqrt * sqrt(n); fewer lists than natural clusters lose recall
+    probe_fraction: float = 1 / 128  # share of the lists each query scans (nprobe)
     min_probe: int = 16
-    train_per_list: int = 128  # k-means training sample: this many vectors per list (40: lists mixing clusters)
+    train_per_list: int = 64  # k-means training sample: this many vectors per list
     train_iters: int = 10
     regrow: float = 4.0  # retrain the quantizer when the library has grown this much since training
 

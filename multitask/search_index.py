@@ -193,14 +193,16 @@ class SearchIndex:
         """Positions of the ``count`` entries whose pooled features best match ``query`` (D,), L2-normalised,
         in entry order. Entries an interrupted ``multitask index`` left out of the first stage are scored
         exactly."""
-        if self.format < FORMAT or self._first_stage is None:
+        if self.format < FORMAT:
             raise ConfigError(f"index {self.folder} has no approximate first stage (it was written before there "
                               f"was one): run `multitask index VIDEO_DIR --checkpoint {self.checkpoint} --out "
                               f"{self.folder}` once to add it (no video is decoded again), or search it exactly "
                               "(--exact)")
-        covered = self._first_stage.ntotal
-        scores, ids = ann.search(self._first_stage, query[None], count)
-        scores, ids = scores[0][ids[0] >= 0], ids[0][ids[0] >= 0]
+        scores, ids, covered = np.zeros(0, np.float32), np.zeros(0, np.int64), 0
+        if self._first_stage is not None:  # None: the first run was interrupted before writing it
+            covered = self._first_stage.ntotal
+            scores, ids = ann.search(self._first_stage, query[None], count)
+            scores, ids = scores[0][ids[0] >= 0], ids[0][ids[0] >= 0]
         if covered < len(self.ids):
             tail = _pooled(self.folder, self.entries, covered) @ query  # (len - covered,)
             scores, ids = np.concatenate([scores, tail]), np.concatenate([ids, np.arange(covered, len(self.ids))])

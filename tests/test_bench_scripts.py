@@ -167,6 +167,6 @@ def test_search_bench_json_has_every_size_and_a_sound_recall(tmp_path):
     rows = result["rows"]
     assert [r["size"] for r in rows] == list(bench_search.QUICK_SIZES) and result["queries"] == 50
     assert rows[0]["index"] == "Flat (exact)" and rows[0]["recall_at_10"] == 1.0  # below the policy's flat_below
-    assert rows[1]["index"].startswith("IVF-Flat nlist=89 ") and rows[1]["recall_at_10"] >= 0.95
+    assert rows[1]["index"].startswith("IVF-Flat nlist=205 ") and rows[1]["recall_at_10"] >= 0.95
     assert all(0 < r["p50_ms"] <= r["p95_ms"] and r["index_mb"] > 0 for r in rows) and result["rerank_200_ms"] > 0
     assert all(r["recall_10_in_rerank"] >= r["recall_at_10"] for r in rows)  # the top 200 holds the top 10

@@ -34,7 +34,7 @@ def test_ivf_first_stage_finds_the_exact_neighbours():
     videos, queries = clustered(6000, 0, dim=64), clustered(50, 1, spread=1.5, dim=64)
     policy = ann.Policy(flat_below=1000)
     index = ann.build(videos, policy)
-    assert index.nlist == policy.num_lists(6000) == 77 and index.nprobe == 16  # sqrt(n) lists, at least 16 probed
+    assert index.nlist == policy.num_lists(6000) == 153 and index.nprobe == 16  # min(4 sqrt(n), n / 39) lists
     found = ann.search(index, queries, 10)[1]
     recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact_top(videos, queries, 10))])
     assert recall >= 0.95
@@ -88,7 +88,7 @@ def test_index_grows_and_candidates_match_brute_force(videos, tmp_path):
     meta = json.loads((out / META).read_text())
     assert meta["format"] == FORMAT and meta["dim"] == DIM and meta["ann"] == {"trained_on": 6}
     index = SearchIndex(out)
-    assert index._first_stage.ntotal == 10
+    assert ann.load(out / ann.FILE).ntotal == 10
     pooled = pool(index.features().frames, index.features().mask).numpy()
     query = ann.normalise(pooled[7:8] + 0.1)[0]
     best = np.argsort(-(pooled @ query), kind="stable")[:4]
@@ -111,6 +111,8 @@ def test_entries_an_interrupted_run_left_out_of_the_first_stage_are_still_found(
         assert target in index.candidates(pooled[target], 1)
     build(videos, out, range(10))  # the next run catches up without adding videos
     assert ann.load(out / ann.FILE).ntotal == 10
+    (out / ann.FILE).unlink()  # as if the first run was killed before it wrote the first stage
+    assert SearchIndex(out).candidates(pooled[8], 1) == [8]
 
 
 def test_old_index_folders_are_searched_exactly_and_upgraded_in_place(videos, tmp_path):
