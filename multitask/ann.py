@@ -86,8 +86,7 @@ def needs_rebuild(index: faiss.Index, total: int, policy: Policy, trained_on: in
 def search(index: faiss.Index, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(cosines, ids) of the ``count`` best vectors for each L2-normalised query row, best first; rows with
     fewer hits than ``count`` (an IVF scan that reached too few vectors) are padded with id -1."""
-    scores, ids = index.search(np.ascontiguousarray(query, dtype=np.float32), min(count, index.ntotal))
-    return scores, ids
+    return index.search(np.ascontiguousarray(query, dtype=np.float32), min(count, index.ntotal))
 
 
 def save(index: faiss.Index, path: Path) -> None:

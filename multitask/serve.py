@@ -105,7 +105,8 @@ def create_app(model: Model, index: SearchIndex, rerank: int) -> FastAPI:
             except UserError as err:
                 raise HTTPException(400, str(err)) from err
         return {"results": [{"rank": r, "clip": position[v], "id": v, "score": s,
-                             "name": Path(index.entries[position[v]]["path"]).name} for r, (v, s) in enumerate(found, 1)]}
+                             "name": Path(index.entries[position[v]]["path"]).name}
+                            for r, (v, s) in enumerate(found, 1)]}
 
     @app.get("/api/strip/{clip}.jpg")
     def strip_image(clip: int) -> Response:

@@ -201,8 +201,9 @@ def run(sizes: tuple[int, ...], kinds: list[str], dim: int, num_queries: int, po
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
         del videos
-    return {"dim": dim, "queries": num_queries, "spreads": spreads, "build_threads": BUILD_THREADS, "query_threads": QUERY_THREADS,
-            "policy": asdict(policy), "rows": [asdict(r) for r in rows], "rerank_200_ms": rerank_ms(dim=dim)}
+    return {"dim": dim, "queries": num_queries, "spreads": spreads, "build_threads": BUILD_THREADS,
+            "query_threads": QUERY_THREADS, "policy": asdict(policy), "rows": [asdict(r) for r in rows],
+            "rerank_200_ms": rerank_ms(dim=dim)}
 
 
 def main(argv: list[str] | None = None) -> dict:

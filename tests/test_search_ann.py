@@ -23,7 +23,8 @@ def clustered(n: int, seed: int, spread: float = 1.0, dim: int = DIM) -> np.ndar
     """(n, dim) unit rows around n / 50 random centres (the same centres for every seed)."""
     rng = np.random.default_rng(seed)
     centres = ann.normalise(np.random.default_rng(99).standard_normal((max(1, n // 50), dim)))
-    return ann.normalise(centres[rng.integers(0, len(centres), n)] + spread / dim ** 0.5 * rng.standard_normal((n, dim)))
+    noise = spread / dim ** 0.5 * rng.standard_normal((n, dim))
+    return ann.normalise(centres[rng.integers(0, len(centres), n)] + noise)
 
 
 def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:

@@ -38,7 +38,8 @@ def indexed(e2e_run, tmp_path_factory) -> dict:
 
 def a_query_its_clip_wins(indexed) -> tuple[str, list[tuple[str, float]]]:
     """A clip's caption that the model ranks that clip first for (else the first clip's), with the ranking."""
-    ranked = {clip: indexed["model"].search(text, 10, index=indexed["index"]) for clip, text in indexed["captions"].items()}
+    ranked = {clip: indexed["model"].search(text, 10, index=indexed["index"])
+              for clip, text in indexed["captions"].items()}
     clip = next((c for c, found in ranked.items() if found[0][0] == c), CLIPS[0])
     return indexed["captions"][clip], ranked[clip]
 
