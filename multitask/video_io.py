@@ -47,9 +47,10 @@ def _absent(source: str | os.PathLike | bytes) -> str | None:
     return None if path.stat().st_size else "empty file"
 
 
-def probe_video(path: str | os.PathLike | bytes) -> VideoInfo | str:
+def probe_video(path: str | os.PathLike | bytes, last_frame: bool = True) -> VideoInfo | str:
     """Open a video (a path, or its bytes) and decode its first and last frame. Returns its info or the reason
-    it is bad."""
+    it is bad. ``last_frame=False`` decodes the first frame only and trusts the container's frame count (the
+    last frame can cost a whole group of pictures to decode; streamed samples are probed every time they come)."""
     absent = _absent(path)
     if absent:
         return absent
@@ -57,7 +58,7 @@ def probe_video(path: str | os.PathLike | bytes) -> VideoInfo | str:
         reader = _open(path)
         if len(reader) == 0:
             return "no frames"
-        n, frames = _first_and_last(reader)
+        n, frames = _first_and_last(reader) if last_frame else (len(reader), reader.get_batch([0]).asnumpy())
         fps = float(reader.get_avg_fps() or 0.0)
     except Exception as err:  # decord raises its own DECORDError and RuntimeError variants
         return f"undecodable ({error_summary(err)})"

@@ -188,3 +188,49 @@ def test_bench_shards_quick_json(tmp_path):
     assert set(report["clips_per_second"]) == {"files", "shards"} and set(report["shards_vs_files"]) == {"0", "1", "2"}
     assert all(rate > 0 for rates in report["clips_per_second"].values() for rate in rates.values())
     assert "shards/files" in result.stdout
+
+
+class InProcessDecoder:
+    """``multitask.decoding.Decoder``'s interface, run in this process (so a test can patch decord)."""
+
+    def call(self, function: str, *args):
+        from multitask import video_io
+        from multitask.decoding import DecodeError
+
+        try:
+            return getattr(video_io, function)(*args)
+        except Exception as err:
+            raise DecodeError(video_io.error_summary(err)) from None
+
+
+def test_a_container_claiming_frames_it_lacks_is_probed_again(monkeypatch, tiny_train):
+    """Streamed samples are probed from their first frame only; when frames the container claims do not decode,
+    the file probe's decodable count is used, as for files."""
+    import types
+
+    import multitask.video_io as video_io
+    from multitask.data.stream import make_item
+
+    real = video_io._decord()
+
+    class Overcounting:  # three frames more than decode, as some containers claim
+        def __init__(self, source, **kwargs):
+            self.inner = real.VideoReader(source, **kwargs)
+
+        def __len__(self):
+            return len(self.inner) + 3
+
+        def get_batch(self, indices):
+            if max(indices) >= len(self.inner):
+                raise RuntimeError("Error reading frame past the end")
+            return self.inner.get_batch(indices)
+
+        def get_avg_fps(self):
+            return self.inner.get_avg_fps()
+
+    path = tiny_train.path_of(tiny_train.video_ids()[0])
+    true_count = video_io.probe_video(path).num_frames
+    monkeypatch.setattr(video_io, "_decord", lambda: types.SimpleNamespace(VideoReader=Overcounting))
+    sample = {"__url__": "s.tar", "__key__": "k", "mp4": Path(path).read_bytes(), "txt": b"a caption"}
+    item = make_item(sample, 0, 0, ClipSettings(**{**CLIP.__dict__, "num_frames": 20}), InProcessDecoder())
+    assert item["video_mask"].sum() == min(20, true_count) and item["text"] == "a caption"

@@ -218,17 +218,31 @@ def make_item(sample: dict, epoch: int, seed: int, clip: ClipSettings, decoder: 
     video = next((sample[ext] for ext in VIDEO_EXTENSIONS if ext in sample), None)
     if video is None:
         raise BadSample("missing video (no ." + " / .".join(VIDEO_EXTENSIONS) + " member)")
-    rng = sample_rng(seed, epoch, sample)
-    text = caption_of(sample, clip.caption_field, rng)
+    text = caption_of(sample, clip.caption_field, sample_rng(seed, epoch, sample))
     try:
-        info = decoder.call("probe_video", video)
-        if not isinstance(info, VideoInfo):
-            raise BadSample(info)
-        frames, mask = load_clip(video, info, clip.num_frames, clip.image_size, rng, augment=clip.augment,
-                                 decoder=decoder)
+        return {**_clip(video, clip, sample_rng(seed, epoch, sample), decoder), "text": text,
+                "key": sample["__key__"]}
     except DecodeError as err:
         raise BadSample(str(err)) from None
-    return {"video": frames, "video_mask": mask, "text": text, "key": sample["__key__"]}
+
+
+def _clip(video: bytes, clip: ClipSettings, rng: np.random.Generator, decoder: Decoder) -> dict[str, torch.Tensor]:
+    """The clip of a video held in memory; raises DecodeError. It is probed in the decoder process from its first
+    frame; when the sampled frames then fail to decode, the container may claim frames it lacks, so the probe of
+    files (the last decodable frame) gives the count to sample from, as for files."""
+    quick = decoder.call("probe_video", video, False)
+    if not isinstance(quick, VideoInfo):
+        raise DecodeError(quick)
+    try:
+        frames, mask = load_clip(video, quick, clip.num_frames, clip.image_size, rng, augment=clip.augment,
+                                 decoder=decoder)
+    except DecodeError as err:
+        full = decoder.call("probe_video", video) if not str(err).startswith("timeout") else None
+        if not isinstance(full, VideoInfo) or full.num_frames == quick.num_frames:
+            raise
+        frames, mask = load_clip(video, full, clip.num_frames, clip.image_size, rng, augment=clip.augment,
+                                 decoder=decoder)
+    return {"video": frames, "video_mask": mask}
 
 
 @dataclass(frozen=True)
