@@ -2,10 +2,10 @@
 shard writer (multitask/data/shards.py, stream.py, shard_writer.py; scripts/make_shards.py)."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import itertools
 import json
-import subprocess
 import sys
 import tarfile
 from collections import Counter
@@ -169,25 +169,35 @@ def test_shards_nobody_can_read_stop_with_a_message(tmp_path):
         batches(stream(f"{tmp_path}/0.tar"), 1, 2, Topology(0, 1, 0))
 
 
-def test_make_shards_command_writes_the_training_split(tiny_root, tmp_path, shards):
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "make_shards.py"), "--data", "msrvtt", "--root",
-                             str(tiny_root), "--out", str(tmp_path), "--samples-per-shard", str(SHARD_SIZE)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "52 samples" in result.stdout and "data.shards=" in result.stdout
+def run_script(name: str, args: list[str], monkeypatch) -> None:
+    """``python scripts/<name>.py ARGS`` in this process (the imports are paid once per test session)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    module.main()
+
+
+def test_make_shards_command_writes_the_training_split(tiny_root, tmp_path, shards, monkeypatch, capsys):
+    run_script("make_shards", ["--data", "msrvtt", "--root", str(tiny_root), "--out", str(tmp_path),
+                               "--samples-per-shard", str(SHARD_SIZE)], monkeypatch)
+    out = capsys.readouterr().out
+    assert "52 samples" in out and "data.shards=" in out
     for url in parse_shards(shards)[0].urls:  # the same bytes as the library writes, every time
         assert (tmp_path / Path(url).name).read_bytes() == Path(url).read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        run_script("make_shards", ["--data", "msrvtt", "--root", str(tmp_path / "none"), "--out", str(tmp_path)],
+                   monkeypatch)
+    assert stop.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
-def test_bench_shards_quick_json(tmp_path):
+def test_bench_shards_quick_json(tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_shards.py"), "--quick", "--json", str(out)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_script("bench_shards", ["--quick", "--json", str(out)], monkeypatch)
     report = json.loads(out.read_text())
     assert set(report["clips_per_second"]) == {"files", "shards"} and set(report["shards_vs_files"]) == {"0", "1", "2"}
     assert all(rate > 0 for rates in report["clips_per_second"].values() for rate in rates.values())
-    assert "shards/files" in result.stdout
+    assert "shards/files" in capsys.readouterr().out
 
 
 class InProcessDecoder:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from test_shards import damaged_copy
 
 from multitask.checkpoint import CheckpointError
+from multitask.engine import prepare_data
 from multitask.errors import ConfigError
 from multitask.init_from import init_weights
 from multitask.streaming import stream_steps
@@ -88,11 +89,14 @@ def test_init_from_refuses_a_checkpoint_where_nothing_fits(pretrained, tiny_root
         init_weights(build_task(compose("task=retrieval", f"data.root={tiny_root}")), tmp_path)
 
 
-def test_a_stream_needs_a_step_budget_and_caption_pairs(shards, tmp_path):
+def test_a_stream_needs_a_step_budget_and_caption_pairs(shards):
     with pytest.raises(ConfigError, match="trainer.max_steps"):
         stream_steps({"max_steps": None})
-    result = run_train("task=qa", "data=shards", f"data.shards={shards}", "debug=quick", f"output_dir={tmp_path}")
-    assert result.returncode == 2 and "not qa" in result.stderr
+    with pytest.raises(ConfigError, match="not qa"):
+        prepare_data(compose("task=qa", "data=shards", f"data.shards={shards}"), show_progress=False)
+    with pytest.raises(ConfigError, match="task.mixing=round_robin"):
+        prepare_data(compose("task=multi", "task.heads=[retrieval]", "task.mixing=proportional", "data=shards",
+                             f"data.shards={shards}"), show_progress=False)
 
 
 @pytest.mark.slow
